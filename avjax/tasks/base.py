@@ -1,0 +1,39 @@
+"""What a task plugs into the one training loop (avjax.train).
+
+A task module under avjax/tasks/ exposes ``Task(config)``, looked up by ``config.task`` with
+importlib (no registry). The loop owns sharding, the optimiser, checkpoints, logging and the data
+iterator; a task owns its model, its batches and its numbers.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Protocol
+
+import jax
+import numpy as np
+
+Batch = Mapping[str, np.ndarray]
+Variables = Mapping[str, Any]      # {"params": ..., "batch_stats": ..., ...}
+Metrics = Mapping[str, jax.Array]
+
+
+class Task(Protocol):
+    name: str
+
+    def example_batch(self, batch_size: int) -> Batch:
+        """A batch of zeros with the exact shapes and dtypes the train step sees."""
+
+    def init(self, rng: jax.Array, batch: Batch) -> Variables:
+        """Initial model variables (called under jax.eval_shape and jit: pure)."""
+
+    def loss(self, params, model_state, batch: Batch, rng: jax.Array, train: bool
+             ) -> tuple[jax.Array, tuple[Metrics, Any]]:
+        """(total objective, (metrics, new model_state)). Metrics are batch means."""
+
+    def eval_metrics(self, variables: Variables, batch: Batch) -> Metrics:
+        """Per-batch metrics for held-out data, with ``weight`` (number of examples)."""
+
+    def train_data(self, process_index: int, process_count: int, local_batch: int) -> Any:
+        """A grain IterDataset of numpy batches for this process (infinite, checkpointable)."""
+
+    def eval_data(self, process_index: int, process_count: int, local_batch: int) -> Iterator[Batch]:
+        """One pass over the held-out split, as numpy batches for this process."""
