@@ -56,10 +56,13 @@ def _window(num_record_frames: int, spec: ClipSpec, rng: np.random.Generator):
 def make_example(data: bytes, spec: ClipSpec, rng: np.random.Generator, train: bool) -> dict:
     header = records.decode_example(data, decode_video=False)
     _check_rates(header, spec)
-    n_rec = header["num_frames"]
+    n_rec = header["video_shape"][0]
+    if n_rec == 0:
+        raise ValueError(f"record {header['id']!r} has no video; synchronisation needs frames")
     f_video, f_shift = _window(n_rec, spec, rng)
     idx = f_video + spec.frame_step * np.arange(spec.num_frames)
-    video = records.decode_frames(data, idx)
+    video = records.decode_frames(header["encoded_frames"], header["video_encoding"],
+                                  header["video_shape"], idx)
     h, w = video.shape[1:3]
     if h < spec.crop_size or w < spec.crop_size:
         raise ValueError(f"record {header['id']!r}: frames {h}×{w} are smaller than the "
