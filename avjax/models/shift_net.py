@@ -120,7 +120,8 @@ class ShiftNet(nn.Module):
                              f"{video.shape} and {audio.shape}")
         b, p, n, c = audio.shape
         dt = self.dtype
-        block = lambda f, k, s, name: ResBlock(f, k, s, self.bn_momentum, self.bn_eps, dt, name=name)
+        block = lambda f, k, s, name: ResBlock(f, k, s, self.bn_momentum, self.bn_eps, dt,
+                                               name=name)
         norm = lambda name: _batch_norm(train, self.bn_momentum, self.bn_eps, dt, name)
         c64, c128, c256, c512 = (self._ch(x) for x in (64, 128, 256, 512))
         k3 = (3, 3, 3)
@@ -146,7 +147,7 @@ class ShiftNet(nn.Module):
         a = block(c256, (15, 1), (4, 1), "a5")(a, train)
         a = fractional_max_pool(a, t0, axis=1)                       # (BP, T0, 1, 256)
         a = Conv(c128, (3, 1), 1, dtype=dt, name="f2_conv")(a)
-        a = nn.relu(norm("f2_bn")(a))                          # (BP, T0, 1, 128)
+        a = nn.relu(norm("f2_bn")(a))                                  # (BP, T0, 1, 128)
         if not self.use_audio:
             a = jnp.zeros_like(a)
 
