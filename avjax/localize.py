@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 
-import jax
 import numpy as np
 
 from avjax.errors import UserError, cli
@@ -62,15 +61,6 @@ def window_from_record(data: bytes, spec, start_s: float = 0.0):
                              start_s)
 
 
-def class_activation_map(exported, frames: np.ndarray, audio: np.ndarray) -> np.ndarray:
-    """(T', H', W') CAM of the aligned pass (its mean is the synchronisation logit)."""
-    task = exported.task
-    video = frames[None].astype(np.float32) / 127.5 - 1.0
-    out = jax.jit(lambda v, x, a: task.model.apply(v, x, a, train=False))(
-        exported.variables, video, audio[None, None])
-    return np.asarray(out["cam"][0, 0])
-
-
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m avjax.localize", description=__doc__)
@@ -103,7 +93,8 @@ def main(argv=None):
             raise UserError(f"--index {a.index} is outside the {len(source)} records")
         frames, audio = window_from_record(source[a.index], spec, a.start)
         stem = f"record{a.index}"
-    cam_map = class_activation_map(exported, frames, audio)
+    video = frames[None].astype(np.float32) / 127.5 - 1.0
+    cam_map = cam.extract_cam(exported.task.model, exported.variables, video, audio[None])[0]
     mp4, png = cam.write_cam_outputs(frames, cam_map, audio, spec.sample_rate,
                                      spec.fps / spec.frame_step, a.out, stem,
                                      adaptive=not a.fixed_thresh)

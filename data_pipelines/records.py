@@ -189,7 +189,7 @@ def encode_example(clip: dict) -> bytes:
         a = np.asarray(value, dtype=np.float32)
         f[f"arrays/{name}"].float_list.value.extend(a.ravel().tolist())
         f[f"arrays/{name}/shape"].int64_list.value.extend(int(d) for d in a.shape)
-    return ex.SerializeToString()
+    return ex.SerializeToString(deterministic=True)  # sorted map keys: same bytes in every process
 
 
 def decode_frames(encoded_frames: Sequence[bytes], encoding: str, video_shape: Sequence[int],
