@@ -25,12 +25,14 @@ def _synthetic(data_cfg, split: str, seed: int) -> str:
     split_seed = seed if split == "train" else seed + 1_000_003
     out = os.path.join(cache_root(data_cfg), "synthetic", f"{preset}-s{split_seed}-n{num}")
     manifest = os.path.join(out, f"synthetic-{split}.manifest.json")
-    if jax.process_index() == 0 and not os.path.exists(manifest):
-        print(f"generating the synthetic {split} set ({num} clips, preset {preset}) in {out}",
-              flush=True)
-        synthetic.generate_dataset(out, synthetic.preset(preset), num, split=split,
-                                   seed=split_seed, name="synthetic",
-                                   workers=max(1, min(4, os.cpu_count() or 1)))
+    if jax.process_index() == 0:
+        if not os.path.exists(manifest):
+            print(f"generating the synthetic {split} set ({num} clips, preset {preset}) in "
+                  f"{out}", flush=True)
+        # Reuses the cached set when its world version and settings match.
+        manifest = synthetic.generate_dataset(out, synthetic.preset(preset), num, split=split,
+                                              seed=split_seed, name="synthetic",
+                                              workers=max(1, min(4, os.cpu_count() or 1)))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(f"synthetic-{split}")

@@ -145,7 +145,8 @@ def encode_example(clip: dict) -> bytes:
     ex = tf_example_pb2.Example()
     f = ex.features.feature
     f["clip/id"].bytes_list.value.append(clip_id.encode("utf-8"))
-    f["label"].int64_list.value.append(int(clip.get("label", -1) if clip.get("label") is not None else -1))
+    label = clip.get("label")
+    f["label"].int64_list.value.append(-1 if label is None else int(label))
     if clip.get("label_name"):
         f["label/name"].bytes_list.value.append(str(clip["label_name"]).encode("utf-8"))
 
@@ -371,9 +372,9 @@ class ShardWriter:
         if self.closed:
             raise ValueError("ShardWriter is closed")
         if isinstance(record, dict):
-            for k, v in _summary(record).items():
+            clip, record = record, encode_example(record)
+            for k, v in _summary(clip).items():
                 self._observed.setdefault(k, set()).add(v)
-            record = encode_example(record)
         if self.num_shards and self.num_examples:
             writer = self._writers[min(self.count * self.num_shards // self.num_examples, self.num_shards - 1)]
         elif self.num_shards:

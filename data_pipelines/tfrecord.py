@@ -55,10 +55,12 @@ class TFRecordWriter:
         if self._f is None:
             raise ValueError(f"TFRecordWriter for {self.path} is closed")
         offset = self.num_bytes
-        framed = frame(bytes(data))
-        self._f.write(framed)
+        length = struct.pack("<Q", len(data))
+        self._f.write(length + _FOOTER.pack(masked_crc(length)))
+        self._f.write(data)
+        self._f.write(_FOOTER.pack(masked_crc(data)))
         self.offsets.append(offset)
-        self.num_bytes += len(framed)
+        self.num_bytes += HEADER_BYTES + len(data) + FOOTER_BYTES
         return offset
 
     def close(self) -> None:
