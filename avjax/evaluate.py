@@ -17,7 +17,7 @@ from avjax.errors import UserError, cli
 
 
 def evaluate(workdir: str | None, checkpoint: str | None, overrides: dict[str, str]) -> dict:
-    from avjax import export as export_lib
+    from avjax import export as export_lib, sharding
     from avjax.train import Trainer, write_json
     if checkpoint:
         exported = export_lib.load(checkpoint)
@@ -27,9 +27,9 @@ def evaluate(workdir: str | None, checkpoint: str | None, overrides: dict[str, s
         state = trainer.initial_state()
         variables = exported.variables
         state = state.replace(
-            params=jax.device_put(variables["params"], trainer.state_sharding.params),
-            model_state=jax.device_put({k: v for k, v in variables.items() if k != "params"},
-                                       trainer.state_sharding.model_state))
+            params=sharding.put(variables["params"], trainer.state_sharding.params),
+            model_state=sharding.put({k: v for k, v in variables.items() if k != "params"},
+                                     trainer.state_sharding.model_state))
         step, out_dir = exported.step, workdir or checkpoint
     else:
         config = export_lib.read_workdir_config(workdir)

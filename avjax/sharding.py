@@ -54,6 +54,15 @@ def state_shardings(abstract_state, mesh: Mesh):
                         abstract_state)
 
 
+def put(tree, shardings):
+    """Host values that every process holds identically → global arrays (works multi-host,
+    where device_put onto non-addressable devices is refused)."""
+    def one(x, s):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+    return jax.tree.map(one, tree, shardings)
+
+
 def global_batch(local_batch, mesh: Mesh):
     """This process's numpy rows → one global jax.Array per leaf, split over the mesh."""
     sharding = batch_sharding(mesh)

@@ -151,11 +151,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Train to config.total_steps (resuming from DIR/checkpoints), evaluating and checkpointing
     on the way. Returns the last train and eval metrics."""
     trainer = Trainer(config)
+    # Open both splits before writing anything, so bad data paths leave no workdir behind.
+    data = trainer.task.train_data(jax.process_index(), jax.process_count(), trainer.local_batch)
+    data_iter = iter(data)
+    if next(iter(trainer.task.eval_data(jax.process_index(), jax.process_count(), 1)), None) is None:
+        raise UserError("the held-out split is empty; check data.eval_path")
     _prepare_workdir(workdir, config)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                       int(config.keep_checkpoints))
-    data = trainer.task.train_data(jax.process_index(), jax.process_count(), trainer.local_batch)
-    data_iter = iter(data)
     start = ckpt.latest_step()
     if start is not None:
         state = ckpt.restore(start, trainer.abstract_target(), data_iter)
@@ -164,7 +167,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         start = 0
     writer = MetricsWriter(workdir, resume_step=start if start else None)
     total = int(config.total_steps)
-    rng = jax.device_put(jax.random.key(int(config.seed) + 1), trainer.replicated)
+    rng = jax.jit(lambda: jax.random.key(int(config.seed) + 1),
+                  out_shardings=trainer.replicated)()
     last_saved = start if start else None
     history: list[tuple[int, Any]] = []
     stop = _StopRequest()

@@ -38,6 +38,18 @@ def _final_params(workdir):
     return step, [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
 
 
+def _params_at(workdir, step):
+    import jax
+    from avjax import checkpointing
+    from avjax.export import read_workdir_config
+    from avjax.train import Trainer
+    trainer = Trainer(read_workdir_config(str(workdir)))
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 1000)
+    state = ckpt.restore(step, trainer.abstract_target())
+    ckpt.close()
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_records, tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
@@ -67,6 +79,14 @@ def test_losses_agree_across_devices_and_processes(runs):
         for step in one:
             assert other[step] == pytest.approx(one[step], rel=1e-4), step
     assert len(set(one.values())) > 10            # it is training, not a constant
+    # The updates of steps 11..20 are the same on every layout.
+    delta = {k: [b - a for a, b in zip(_params_at(runs[k], 10), _params_at(runs[k], 20))]
+             for k in ("one", "eight", "multi")}
+    norm = np.sqrt(sum(float(np.sum(d ** 2)) for d in delta["one"]))
+    assert norm > 1e-4
+    for k in ("eight", "multi"):
+        diff = np.sqrt(sum(float(np.sum((a - b) ** 2)) for a, b in zip(delta["one"], delta[k])))
+        assert diff / norm < 1e-3, (k, diff / norm)
 
 
 def test_sigkill_then_rerun_matches_uninterrupted(runs, tiny_records, tmp_path):
