@@ -208,6 +208,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 elapsed = time.perf_counter() - t_interval
                 mean["examples_per_s"] = len(history) * int(config.batch_size) / elapsed
                 mean["input_wait_frac"] = input_time / elapsed
+                source = getattr(trainer.task, "train_source", None)
+                if getattr(source, "num_skipped", 0):   # data.skip_corrupt (threads only)
+                    mean["skipped_records"] = source.num_skipped
                 writer.write(step, "train", mean)
                 result["train"] = mean
                 if bar is not None:

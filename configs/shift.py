@@ -16,6 +16,7 @@ def get_config(arg=None):
     c.model.width = 1.0              # channel multiplier of every layer
     c.model.cam_variant = "cam" in args
     c.model.weight_decay = 1e-5      # L2 on conv kernels, wd·Σw²/2
+    c.model.bn_momentum = 0.9997     # moving-statistics decay (paper); short runs need less
 
     # Clip and record geometry (frames at c.data.fps; audio at c.data.sample_rate).
     c.data.fps = 29.97
@@ -51,9 +52,10 @@ def get_config(arg=None):
         c.data.synthetic_preset = "multisensory_local"
         c.data.fps = 15.0
         c.data.sample_rate = 11025
-        c.data.num_frames = 16
+        c.model.bn_momentum = 0.99
+        c.data.num_frames = 32
         c.data.frame_step = 1
-        c.data.crop_size = 56
+        c.data.crop_size = 48
         c.data.shift_min_s = 1.0
         c.data.shift_max_s = 3.0
         c.data.synthetic_train_clips = 512

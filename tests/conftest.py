@@ -7,6 +7,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Subprocess runs of the same program compile once (JAX's persistent cache)."""
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla_cache")))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_records(tmp_path_factory):
     """(train manifest, eval manifest) of a short multisensory_local world."""

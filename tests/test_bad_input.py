@@ -1,4 +1,5 @@
 """Bad input reaches the user as one clear line and a non-zero exit, never a traceback wall."""
+import json
 import os
 import shutil
 import subprocess
@@ -52,6 +53,8 @@ def test_corrupt_shard_names_file_and_offset_or_is_skipped(tiny_records, tmp_pat
     r = _main(tmp_path / "w2", (train, held), total_steps=2, eval_every=2,
               **{"data.skip_corrupt": True})
     assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(l) for l in open(tmp_path / "w2" / "metrics.jsonl")]
+    assert max(row.get("skipped_records", 0) for row in rows) >= 1
 
 
 def test_zero_length_audio_record(tiny_records, tmp_path):

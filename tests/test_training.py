@@ -120,3 +120,24 @@ def test_nan_stops_with_message(tiny_records, tmp_path):
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert "loss became NaN/Inf at step" in last and "last good checkpoint" in last
+
+
+def test_export_evaluate_and_localize(runs, tiny_records, tmp_path):
+    from avjax import evaluate, export, video_io
+    out = export.export(str(runs["one"]), str(tmp_path / "export"))
+    exported = export.load(out)
+    assert exported.step == 20 and exported.meta["num_params"] > 1000
+    assert exported.task.name == "shift"
+    from_workdir = evaluate.evaluate(str(runs["one"]), None, {})
+    from_export = evaluate.evaluate(str(tmp_path / "ev"), out, {})
+    assert from_workdir["step"] == from_export["step"] == 20
+    for k in ("accuracy", "accuracy_blank_video", "xent"):
+        assert from_export["metrics"][k] == pytest.approx(from_workdir["metrics"][k], abs=1e-6)
+    assert os.path.exists(os.path.join(runs["one"], "eval", "20.json"))
+    r = subprocess.run([sys.executable, "-m", "avjax.localize", f"--checkpoint={out}",
+                        f"--records={tiny_records[1]}", "--index=1", f"--out={tmp_path / 'cam'}"],
+                       capture_output=True, text=True, cwd=ROOT, env=_env(1))
+    assert r.returncode == 0, r.stderr[-2000:]
+    frames, fps, audio, _ = video_io.read_video(str(tmp_path / "cam" / "record1_cam.mp4"))
+    assert len(frames) == 4 and audio is not None
+    assert (tmp_path / "cam" / "record1_cam.png").exists()

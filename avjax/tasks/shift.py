@@ -34,7 +34,8 @@ class Task:
                              sample_rate=int(d.sample_rate), shift_min_s=float(d.shift_min_s),
                              shift_max_s=float(d.shift_max_s), random_flip=bool(d.random_flip))
         self.model = shift_net.ShiftNet(width=float(config.model.width),
-                                        cam_variant=bool(config.model.cam_variant))
+                                        cam_variant=bool(config.model.cam_variant),
+                                        bn_momentum=float(config.model.bn_momentum))
 
     # -- shapes and variables ------------------------------------------------------------
     def example_batch(self, batch_size: int):
@@ -88,7 +89,7 @@ class Task:
     # -- data ----------------------------------------------------------------------------
     def train_data(self, process_index, process_count, local_batch):
         d = self.config.data
-        source = default_data.open_source(d, "train", int(self.config.seed))
+        source = self.train_source = default_data.open_source(d, "train", int(self.config.seed))
         return pipeline.train_dataset(
             source, functools.partial(_example, spec=self.spec, train=True),
             seed=int(self.config.seed), process_index=process_index,
