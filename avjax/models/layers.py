@@ -4,21 +4,25 @@ The parameters (``kernel`` laid out ``(*kernel_size, in_features, features)``, o
 are the same whatever formulation computes the layer, so checkpoints move between platforms.
 ``impl="reference"`` is the straightforward XLA formulation, kept as the ground truth in tests.
 
-``impl="fast"`` rewrites strided layers so that XLA:CPU only ever sees stride-1 convolutions,
-whose forward *and* gradients it runs near the machine's matmul peak (strided-conv input
-gradients and transposed-conv gradients hit 30-100x slower paths there):
-- a strided Conv is a stride-1 conv on a space-to-depth input with a rearranged kernel;
-- a strided ConvTranspose is one stride-1 conv that computes all s^d output phases as extra
-  channels (sub-pixel formulation), followed by depth-to-space and the crop.
-Both are exact re-indexings of the same sums (tests compare them to the reference). The default
-(``impl=None``) is "fast" on CPU and "reference" on GPU/TPU, where cuDNN/XLA handle strides well;
-override per layer, with ``set_default_impl`` or with the environment variable AVJAX_CONV_IMPL.
+``impl="fast"`` (avjax.models.conv_fast) rewrites every layer as GEMMs plus cheap slicing, so
+that XLA:CPU never meets its slow paths (strided-conv input gradients and transposed-conv
+gradients run 30-100x slower than the forward there, while its GEMMs run near peak):
+- a strided Conv is im2col in the kernel's own layout (weight-heavy layers) or a stride-1 conv
+  on a space-to-depth input with a rearranged kernel (activation-heavy layers);
+- a strided ConvTranspose is one GEMM per kernel tap added into the s^d output phases (a
+  sub-pixel formulation with the phases interleaved by a reshape), without multiplying zeros.
+All are exact re-indexings of the same sums (tests compare forward and both gradients with the
+reference). The default (``impl=None``) is "fast" on CPU and "reference" on GPU/TPU, where
+cuDNN/XLA handle strides well; override per layer, with ``set_default_impl``, or with the
+environment variable AVJAX_CONV_IMPL=fast|reference.
 
 ConvTranspose follows PyTorch's definition (the input-gradient of a Conv): with a kernel converted
 from torch's ``weight[in, out, *k]`` to ``kernel[*k, in, out]`` it gives torch's numbers.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 from typing import Any, Callable, Sequence, Union
@@ -28,12 +32,35 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from avjax.models import conv_fast
+
 Padding = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
 
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
 IMPLS = ("reference", "fast")
 _default_impl: str | None = None
+_recording: contextvars.ContextVar[list | None] = contextvars.ContextVar("avjax_layer_calls",
+                                                                         default=None)
+
+
+@contextlib.contextmanager
+def record_calls():
+    """Collect one dict per Conv / ConvTranspose / max_pool call traced inside the block (name,
+    kind, input and kernel shapes, strides, pads), so benchmarks can count FLOPs and time each
+    layer at its real shape without a hand-kept list."""
+    calls: list[dict] = []
+    token = _recording.set(calls)
+    try:
+        yield calls
+    finally:
+        _recording.reset(token)
+
+
+def _record(**call) -> None:
+    calls = _recording.get()
+    if calls is not None:
+        calls.append(call)
 
 
 def set_default_impl(impl: str | None) -> None:
@@ -125,99 +152,17 @@ def conv_transpose_reference(x, kernel, strides, crop):
                                     dimension_numbers=_dimension_numbers(nd))
 
 
-# ---- space-to-depth / depth-to-space on channels-last arrays ---------------------------------
-
-def space_to_depth(x, strides):
-    """(N, *[b_i*s_i], C) -> (N, *b, prod(s)*C), channel index = (phase_1, ..., phase_d, c)."""
-    nd = len(strides)
-    n, sizes, c = x.shape[0], x.shape[1:-1], x.shape[-1]
-    blocks = [size // s for size, s in zip(sizes, strides)]
-    x = x.reshape((n,) + sum(((b, s) for b, s in zip(blocks, strides)), ()) + (c,))
-    perm = (0,) + tuple(1 + 2 * i for i in range(nd)) + tuple(2 + 2 * i for i in range(nd)) + (2 * nd + 1,)
-    return x.transpose(perm).reshape((n,) + tuple(blocks) + (math.prod(strides) * c,))
-
-
-def depth_to_space(x, strides):
-    """Inverse of space_to_depth: (N, *b, prod(s)*C) -> (N, *[b_i*s_i], C)."""
-    nd = len(strides)
-    n, blocks = x.shape[0], x.shape[1:-1]
-    c = x.shape[-1] // math.prod(strides)
-    x = x.reshape((n,) + tuple(blocks) + tuple(strides) + (c,))
-    perm = (0,) + sum(((1 + i, 1 + nd + i) for i in range(nd)), ()) + (2 * nd + 1,)
-    return x.transpose(perm).reshape((n,) + tuple(b * s for b, s in zip(blocks, strides)) + (c,))
-
-
-def _kernel_taps(kernel, strides):
-    """Pad each spatial axis of a kernel to a multiple of its stride and split it: tap t = q*s + p
-    -> (*[q_i, p_i], in, out). Returns (array, [ceil(k_i/s_i)])."""
-    nd = len(strides)
-    k = kernel.shape[:nd]
-    kq = [-(-kk // s) for kk, s in zip(k, strides)]
-    kernel = jnp.pad(kernel, [(0, q * s - kk) for q, s, kk in zip(kq, strides, k)] + [(0, 0)] * 2)
-    shape = sum(((q, s) for q, s in zip(kq, strides)), ()) + kernel.shape[nd:]
-    return kernel.reshape(shape), kq
-
-
-def conv_space_to_depth(x, kernel, strides, pads):
-    """Strided conv as a stride-1 VALID conv: y[o] = sum_{q,p} X[o+q, p] * k[q*s+p], where X is the
-    padded input split into stride-sized blocks (space-to-depth)."""
-    nd = kernel.ndim - 2
-    if all(s == 1 for s in strides):
-        return conv_reference(x, kernel, strides, pads)
-    sizes = x.shape[1:-1]
-    k = kernel.shape[:nd]
-    out = [(n + lo + hi - kk) // s + 1 for n, (lo, hi), kk, s in zip(sizes, pads, k, strides)]
-    taps, kq = _kernel_taps(kernel, strides)
-    # Pad (or crop: negative pads) each axis to exactly (out + kq - 1) blocks of s.
-    cfg = [(lo, (o + q - 1) * s - n - lo, 0)
-           for n, (lo, _), o, q, s in zip(sizes, pads, out, kq, strides)]
-    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + cfg + [(0, 0, 0)])
-    xs = space_to_depth(xp, strides)
-    perm = tuple(2 * i for i in range(nd)) + tuple(2 * i + 1 for i in range(nd)) + (2 * nd, 2 * nd + 1)
-    ks = taps.transpose(perm).reshape(tuple(kq) + (math.prod(strides) * kernel.shape[-2], kernel.shape[-1]))
-    return conv_reference(xs, ks, (1,) * nd, [(0, 0)] * nd)
-
-
-def conv_transpose_subpixel(x, kernel, strides, crop):
-    """Strided transposed conv as one stride-1 conv producing every output phase as channels.
-
-    Full output position f = i*s + t with tap t = q*s + p lies in block b = i + q at phase p, so
-    y_full[b, p] = sum_q x[b - q] * k[q*s + p]: a stride-1 correlation with the q-flipped taps.
-    Only the blocks covering the cropped output are computed; depth-to-space interleaves phases."""
-    nd = kernel.ndim - 2
-    if all(s == 1 for s in strides):
-        return conv_transpose_reference(x, kernel, strides, crop)
-    sizes = x.shape[1:-1]
-    k = kernel.shape[:nd]
-    cin, cout = kernel.shape[-2:]
-    out = [(n - 1) * s + kk - lo - hi for n, kk, s, (lo, hi) in zip(sizes, k, strides, crop)]
-    taps, kq = _kernel_taps(kernel, strides)
-    taps = jnp.flip(taps, axis=tuple(2 * i for i in range(nd)))
-    perm = tuple(2 * i for i in range(nd)) + (2 * nd,) + tuple(2 * i + 1 for i in range(nd)) + (2 * nd + 1,)
-    ks = taps.transpose(perm).reshape(tuple(kq) + (cin, math.prod(strides) * cout))
-    b0 = [lo // s for (lo, _), s in zip(crop, strides)]
-    nb = [(lo + o - 1) // s - b + 1 for (lo, _), o, s, b in zip(crop, out, strides, b0)]
-    # The conv's output block j reads x[b0 + j - (q-1) ... b0 + j]: pad left q-1-b0, total nb+q-1.
-    cfg = [(q - 1 - b, nbl + q - 1 - n - (q - 1 - b), 0)
-           for q, b, nbl, n in zip(kq, b0, nb, sizes)]
-    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + cfg + [(0, 0, 0)])
-    y = depth_to_space(conv_reference(xp, ks, (1,) * nd, [(0, 0)] * nd), strides)
-    start = [lo - b * s for (lo, _), b, s in zip(crop, b0, strides)]
-    return lax.slice(y, (0,) + tuple(start) + (0,),
-                     (y.shape[0],) + tuple(st + o for st, o in zip(start, out)) + (cout,))
-
-
 def conv(x, kernel, strides, pads, impl: str | None = None):
     """Forward conv with explicit pads in the chosen formulation."""
     if resolve_impl(impl) == "fast":
-        return conv_space_to_depth(x, kernel, strides, pads)
+        return conv_fast.conv(x, kernel, strides, pads)
     return conv_reference(x, kernel, strides, pads)
 
 
 def conv_transpose(x, kernel, strides, crop, impl: str | None = None):
     """PyTorch-style transposed conv with explicit crops in the chosen formulation."""
     if resolve_impl(impl) == "fast":
-        return conv_transpose_subpixel(x, kernel, strides, crop)
+        return conv_fast.conv_transpose(x, kernel, strides, crop)
     return conv_transpose_reference(x, kernel, strides, crop)
 
 
@@ -245,6 +190,8 @@ class Conv(nn.Module):
                             self.param_dtype)
         pads = conv_padding(self.padding, x.shape[1:-1], k, strides)
         dtype = self.dtype or x.dtype
+        _record(kind="conv", name="/".join(self.scope.path), x_shape=x.shape,
+                kernel_shape=kernel.shape, strides=strides, pads=pads, impl=self.impl)
         y = conv(x.astype(dtype), kernel.astype(dtype), strides, pads, self.impl)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(dtype)
@@ -276,6 +223,8 @@ class ConvTranspose(nn.Module):
                             self.param_dtype)
         crop = transpose_crop(self.padding, k, strides)
         dtype = self.dtype or x.dtype
+        _record(kind="conv_transpose", name="/".join(self.scope.path), x_shape=x.shape,
+                kernel_shape=kernel.shape, strides=strides, pads=crop, impl=self.impl)
         y = conv_transpose(x.astype(dtype), kernel.astype(dtype), strides, crop, self.impl)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(dtype)
@@ -284,7 +233,8 @@ class ConvTranspose(nn.Module):
 
 def max_pool(x, window: Sequence[int], strides: Sequence[int], padding: str = "VALID"):
     """Max pool over the spatial dims of a channels-last array ("SAME" pads at the end, TF-style)."""
-    nd = len(window)
     pads = conv_padding(padding, x.shape[1:-1], window, strides)
+    _record(kind="max_pool", name="max_pool", x_shape=x.shape, kernel_shape=tuple(window),
+            strides=tuple(strides), pads=pads, impl=None)
     return lax.reduce_window(x, -jnp.inf, lax.max, (1,) + tuple(window) + (1,),
                              (1,) + tuple(strides) + (1,), [(0, 0)] + pads + [(0, 0)])

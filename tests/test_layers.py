@@ -1,0 +1,150 @@
+"""Every fast conv formulation equals the reference: forward and gradients wrt input and kernel."""
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+from avjax.models import conv_fast, layers
+
+# (spatial size, kernel, strides, padding)
+CASES = [
+    ((9,), (7,), (4,), "SAME"),
+    ((37,), (15,), (4,), [(7, 7)]),
+    ((40, 1), (65, 1), (4, 1), [(32, 32), (0, 0)]),
+    ((9, 11), (4, 4), (2, 2), "SAME"),
+    ((8, 8), (4, 4), (2, 2), 1),
+    ((9, 7), (3, 5), (2, 2), "VALID"),
+    ((7, 6), (1, 1), (2, 2), "VALID"),
+    ((6, 7), (3, 3), (1, 1), "SAME"),
+    ((8, 16), (4, 4), (1, 2), "SAME"),
+    ((8, 16), (2, 6), (2, 2), [(0, 3), (2, 1)]),
+    ((5, 9, 9), (3, 3, 3), (1, 2, 2), "SAME"),
+    ((5, 6, 7), (3, 3, 3), (2, 2, 2), "SAME"),
+    ((5, 6, 7), (3, 5, 5), (2, 2, 2), [(1, 1), (2, 2), (2, 2)]),
+    ((4, 5, 5), (1, 1, 1), (1, 2, 2), "VALID"),
+]
+CIN, COUT = 3, 4
+
+
+def _ids(case):
+    return "x".join(map(str, case[0])) + f"-k{'x'.join(map(str, case[1]))}-s{'x'.join(map(str, case[2]))}-{case[3]}"
+
+
+def _data(size, k, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((2,) + size + (CIN,)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(k + (CIN, COUT)), jnp.float32)
+    return x, w
+
+
+def _value_and_grads(f, x, w):
+    y, vjp = jax.vjp(f, x, w)
+    g = jnp.cos(jnp.arange(y.size, dtype=jnp.float32) * 0.7).reshape(y.shape)
+    return (y,) + vjp(g)
+
+
+def _close(got, want):
+    for a, b, what in zip(got, want, ("forward", "d/dx", "d/dkernel")):
+        assert a.shape == b.shape, what
+        scale = float(jnp.abs(b).max()) + 1e-12
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * scale,
+                                   err_msg=what)
+
+
+def _forms(strides, transpose: bool):
+    if transpose:
+        return ["gemm", "batched", "subpixel"]
+    return ["im2col", "stride1" if all(s == 1 for s in strides) else "space_to_depth"]
+
+
+def _check_all(reference, candidates, x, w):
+    """One jit for the reference and all candidates (compiling each alone dominates test time)."""
+    fns = [reference] + candidates
+    results = jax.jit(lambda x, w: [_value_and_grads(f, x, w) for f in fns])(x, w)
+    for got in results[1:]:
+        _close(got, results[0])
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_conv_forms_match_reference(case):
+    size, k, s, pad = case
+    x, w = _data(size, k)
+    pads = layers.conv_padding(pad, size, k, s)
+    cands = [lambda x, w, form=form: conv_fast.conv(x, w, s, pads, form) for form in _forms(s, False)]
+    if any(v > 1 for v in s):
+        cands += [lambda x, w, core=core: conv_fast.conv_space_to_depth(x, w, s, pads, core)
+                  for core in ("im2col", "shift")]
+    _check_all(lambda x, w: layers.conv_reference(x, w, s, pads), cands, x, w)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_conv_transpose_forms_match_reference(case):
+    size, k, s, pad = case
+    x, w = _data(size, k)
+    crop = layers.transpose_crop(pad, k, s)
+    cands = [lambda x, w, form=form: conv_fast.conv_transpose(x, w, s, crop, form)
+             for form in _forms(s, True)]
+    _check_all(lambda x, w: layers.conv_transpose_reference(x, w, s, crop), cands, x, w)
+
+
+def test_space_to_depth_roundtrip():
+    x = jnp.arange(2 * 6 * 4 * 3, dtype=jnp.float32).reshape(2, 6, 4, 3)
+    y = conv_fast.space_to_depth(x, (2, 2))
+    assert y.shape == (2, 3, 2, 12)
+    np.testing.assert_array_equal(conv_fast.depth_to_space(y, (2, 2)), x)
+
+
+@pytest.mark.parametrize("cls", [layers.Conv, layers.ConvTranspose])
+def test_modules_same_params_and_numbers_in_both_impls(cls):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 10, 3))
+    fast = cls(5, (4, 4), 2, padding=1, use_bias=True, impl="fast")
+    ref = cls(5, (4, 4), 2, padding=1, use_bias=True, impl="reference")
+    v = fast.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, ref.init(jax.random.key(1), x))
+    assert v["params"]["kernel"].shape == (4, 4, 3, 5) and v["params"]["bias"].shape == (5,)
+    np.testing.assert_allclose(fast.apply(v, x), ref.apply(v, x), rtol=1e-5, atol=1e-5)
+
+
+def test_impl_selection(monkeypatch):
+    assert layers.resolve_impl("reference") == "reference"
+    monkeypatch.setenv("AVJAX_CONV_IMPL", "reference")
+    assert layers.resolve_impl() == "reference"
+    layers.set_default_impl("fast")
+    try:
+        assert layers.resolve_impl() == "fast"
+        assert layers.resolve_impl("reference") == "reference"
+    finally:
+        layers.set_default_impl(None)
+    monkeypatch.delenv("AVJAX_CONV_IMPL")
+    want = "fast" if jax.default_backend() == "cpu" else "reference"
+    assert layers.resolve_impl() == want
+    with pytest.raises(ValueError):
+        layers.resolve_impl("bogus")
+
+
+def test_conv_transpose_matches_torch():
+    torch = pytest.importorskip("torch")
+    x, w = _data((5, 6), (4, 4))
+    y = layers.ConvTranspose(COUT, (4, 4), 2, padding=1, impl="fast").apply(
+        {"params": {"kernel": w}}, x)
+    tw = torch.from_numpy(np.asarray(w).transpose(2, 3, 0, 1).copy())     # (in, out, kh, kw)
+    ty = torch.nn.functional.conv_transpose2d(torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()),
+                                              tw, stride=2, padding=1)
+    np.testing.assert_allclose(np.asarray(y), ty.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
+
+
+def test_max_pool_value_and_gradient():
+    x = jax.random.normal(jax.random.key(0), (2, 7, 9, 3))
+    y = layers.max_pool(x, (3, 3), (2, 2), "SAME")
+    assert y.shape == (2, 4, 5, 3)
+    g = jax.grad(lambda x: layers.max_pool(x, (3, 3), (2, 2), "SAME").sum())(x)
+    # every output routes its gradient to exactly one input (no ties in random data)
+    assert float(g.sum()) == pytest.approx(y.size)
+
+
+def test_record_calls_lists_layers():
+    m = layers.Conv(4, (3, 3), 2)
+    with layers.record_calls() as calls:
+        jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 2))))
+    assert [(c["kind"], c["x_shape"], c["kernel_shape"]) for c in calls] == \
+        [("conv", (1, 8, 8, 2), (3, 3, 2, 4))]
