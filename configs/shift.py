@@ -61,11 +61,10 @@ def get_config(arg=None):
         c.data.synthetic_train_clips = 512
         c.data.synthetic_eval_clips = 128
         c.batch_size = 16
-        c.total_steps = 600
+        c.total_steps = 700
         c.optimizer.name = "adam"
         c.optimizer.lr = 1e-3
-        c.optimizer.schedule = "cosine"
         c.log_every = 20
-        c.eval_every = 200
-        c.checkpoint_every = 200
+        c.eval_every = 350
+        c.checkpoint_every = 350
     return c

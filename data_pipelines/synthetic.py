@@ -155,7 +155,8 @@ def preset(name: str) -> WorldConfig:
         # 8 s leaves room for shifted negatives.
         return WorldConfig(duration_s=8.0, fps=15.0, height=56, width=56, sample_rate=11025,
                            num_channels=2, object_radius=(0.16, 0.24), depth_range=(1.0, 1.6),
-                           flash_frames=3, event_rate_hz=2.0, min_event_gap_s=0.25)
+                           flash_frames=3, event_rate_hz=2.0, min_event_gap_s=0.25,
+                           video_encoding="raw")  # no JPEG decode competing with the 2 cores
     if name == "asmp":  # ASIW-like: 10 s mono 11025 Hz, 8 fps frames, 10 motion windows
         return WorldConfig(duration_s=10.0, fps=8.0, height=256, width=256, sample_rate=11025,
                            num_channels=1, num_offscreen=(0, 1), num_distractors=(2, 5), flash_frames=1)
