@@ -79,14 +79,16 @@ def test_losses_agree_across_devices_and_processes(runs):
         for step in one:
             assert other[step] == pytest.approx(one[step], rel=1e-4), step
     assert len(set(one.values())) > 10            # it is training, not a constant
-    # The updates of steps 11..20 are the same on every layout.
+    # The updates of steps 11..20 are the same on every layout: float32 noise leaves ~1e-3
+    # (measured 1.2e-3 for 8 devices); a layout bug (per-device BN statistics, a wrong batch
+    # split) shows up as differences of order 0.1-1.
     delta = {k: [b - a for a, b in zip(_params_at(runs[k], 10), _params_at(runs[k], 20))]
              for k in ("one", "eight", "multi")}
     norm = np.sqrt(sum(float(np.sum(d ** 2)) for d in delta["one"]))
     assert norm > 1e-4
     for k in ("eight", "multi"):
         diff = np.sqrt(sum(float(np.sum((a - b) ** 2)) for a, b in zip(delta["one"], delta[k])))
-        assert diff / norm < 1e-3, (k, diff / norm)
+        assert diff / norm < 1e-2, (k, diff / norm)
 
 
 def test_sigkill_then_rerun_matches_uninterrupted(runs, tiny_records, tmp_path):
