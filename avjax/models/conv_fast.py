@@ -30,14 +30,14 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def _dims(nd: int):
+def dimension_numbers(nd: int):
     sp = "DHW"[-nd:]
     return lax.conv_dimension_numbers((1,) * (nd + 2), (1,) * (nd + 2),
                                       (f"N{sp}C", f"{sp}IO", f"N{sp}C"))
 
 
-def _xla_conv(x, kernel, strides, pads):
-    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_dims(kernel.ndim - 2))
+def xla_conv(x, kernel, strides, pads):
+    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=dimension_numbers(kernel.ndim - 2))
 
 
 def _pad(x, cfg):
@@ -128,7 +128,7 @@ def conv_valid(x, kernel, core: str | None = None):
     core = core or core_choice(x.shape, kernel.shape)
     taps = math.prod(window)
     if core == "xla":
-        return _xla_conv(x, kernel, (1,) * nd, [(0, 0)] * nd)
+        return xla_conv(x, kernel, (1,) * nd, [(0, 0)] * nd)
     if core == "im2col" or taps == 1:
         views = _window_slices(x, window, out)
         p = views[0] if taps == 1 else jnp.concatenate(views, axis=-1)
@@ -194,7 +194,7 @@ def conv(x, kernel, strides, pads, form: str | None = None):
     if form == "space_to_depth":
         return conv_space_to_depth(x, kernel, strides, pads)
     if form == "xla":
-        return _xla_conv(x, kernel, strides, pads)
+        return xla_conv(x, kernel, strides, pads)
     raise ValueError(f"unknown conv form {form!r}")
 
 
@@ -286,5 +286,5 @@ def conv_transpose(x, kernel, strides, crop, form: str | None = None):
         pads = [(kk - 1 - lo, kk - 1 - hi) for kk, (lo, hi) in zip(kernel.shape[:nd], crop)]
         flipped = jnp.flip(kernel, axis=tuple(range(nd)))
         return lax.conv_general_dilated(x, flipped, (1,) * nd, pads, lhs_dilation=strides,
-                                        dimension_numbers=_dims(nd))
+                                        dimension_numbers=dimension_numbers(nd))
     return conv_transpose_taps(x, kernel, strides, crop, form)

@@ -128,18 +128,9 @@ def transpose_crop(padding: Padding, kernel, strides) -> list[tuple[int, int]]:
     return conv_padding(padding, None, kernel, strides)
 
 
-def _dimension_numbers(nd: int):
-    sp = "DHW"[-nd:] if nd <= 3 else None
-    if sp is None:
-        raise ValueError("only 1-, 2- and 3-D convolutions are supported")
-    return lax.ConvDimensionNumbers(*lax.conv_dimension_numbers(
-        (1,) * (nd + 2), (1,) * (nd + 2), (f"N{sp}C", f"{sp}IO", f"N{sp}C")))
-
-
 def conv_reference(x, kernel, strides, pads):
-    nd = kernel.ndim - 2
-    return lax.conv_general_dilated(x, kernel, strides, pads,
-                                    dimension_numbers=_dimension_numbers(nd))
+    """The straightforward XLA convolution: the ground truth the fast forms are tested against."""
+    return conv_fast.xla_conv(x, kernel, strides, pads)
 
 
 def conv_transpose_reference(x, kernel, strides, crop):
@@ -149,7 +140,7 @@ def conv_transpose_reference(x, kernel, strides, crop):
     pads = [(kk - 1 - lo, kk - 1 - hi) for kk, (lo, hi) in zip(k, crop)]
     flipped = jnp.flip(kernel, axis=tuple(range(nd)))
     return lax.conv_general_dilated(x, flipped, (1,) * nd, pads, lhs_dilation=strides,
-                                    dimension_numbers=_dimension_numbers(nd))
+                                    dimension_numbers=conv_fast.dimension_numbers(nd))
 
 
 def conv(x, kernel, strides, pads, impl: str | None = None):
