@@ -176,8 +176,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     t_interval, input_time = time.perf_counter(), 0.0
     result: dict[str, Any] = {}
 
-    def check_finite():
-        bad = _first_bad([(s, jax.device_get(m)) for s, m in history])
+    def check_finite(fetched):
+        bad = _first_bad([(s, m) for (s, _), m in zip(history, fetched)])
         if bad is not None:
             ckpt.wait()
             where = (f"step {last_saved} in {ckpt.directory}" if last_saved
@@ -201,9 +201,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             log_now = step % int(config.log_every) == 0 or step == total
             save_now = step % int(config.checkpoint_every) == 0 or step == total or stop_now
             if log_now or save_now:
+                fetched = jax.device_get([m for _, m in history])
                 if config.nan_check:
-                    check_finite()
-                fetched = [jax.device_get(m) for _, m in history]
+                    check_finite(fetched)
                 mean = {k: float(np.mean([f[k] for f in fetched])) for k in fetched[-1]}
                 elapsed = time.perf_counter() - t_interval
                 mean["examples_per_s"] = len(history) * int(config.batch_size) / elapsed
