@@ -46,13 +46,13 @@ def read_workdir_config(workdir: str):
         return config_from_json(f.read())
 
 
-def restore_latest(workdir: str, config=None):
-    """(config, state, step) from DIR's newest checkpoint."""
+def restore_latest(workdir: str, config=None, step: int | None = None):
+    """(trainer, state, step) from DIR's newest checkpoint, or the one at `step`."""
     from avjax import checkpointing
     from avjax.train import Trainer
     config = config or read_workdir_config(workdir)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 1000)
-    step = ckpt.latest_step()
+    step = ckpt.latest_step() if step is None else step
     if step is None:
         raise UserError(f"no checkpoint in {workdir}/checkpoints (train first, or wait for "
                         f"checkpoint_every steps)")

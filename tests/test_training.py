@@ -31,23 +31,12 @@ def _train_losses(workdir):
     return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
 
 
-def _final_params(workdir):
+def _params(workdir, step=None):
+    """(step, parameter leaves) of the newest checkpoint, or of the one at `step`."""
+    import jax
     from avjax.export import restore_latest
-    import jax
-    _, state, step = restore_latest(str(workdir))
+    _, state, step = restore_latest(str(workdir), step=step)
     return step, [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
-
-
-def _params_at(workdir, step):
-    import jax
-    from avjax import checkpointing
-    from avjax.export import read_workdir_config
-    from avjax.train import Trainer
-    trainer = Trainer(read_workdir_config(str(workdir)))
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 1000)
-    state = ckpt.restore(step, trainer.abstract_target())
-    ckpt.close()
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +71,7 @@ def test_losses_agree_across_devices_and_processes(runs):
     # The updates of steps 11..20 are the same on every layout: float32 noise leaves ~1e-3
     # (measured 1.2e-3 for 8 devices); a layout bug (per-device BN statistics, a wrong batch
     # split) shows up as differences of order 0.1-1.
-    delta = {k: [b - a for a, b in zip(_params_at(runs[k], 10), _params_at(runs[k], 20))]
+    delta = {k: [b - a for a, b in zip(_params(runs[k], 10)[1], _params(runs[k], 20)[1])]
              for k in ("one", "eight", "multi")}
     norm = np.sqrt(sum(float(np.sum(d ** 2)) for d in delta["one"]))
     assert norm > 1e-4
@@ -108,8 +97,8 @@ def test_sigkill_then_rerun_matches_uninterrupted(runs, tiny_records, tmp_path):
     resumed, straight = _train_losses(work), _train_losses(runs["one"])
     assert sorted(resumed) == list(range(1, 21))  # no duplicate or missing log lines
     assert resumed[20] == pytest.approx(straight[20], rel=1e-6)
-    step_a, a = _final_params(runs["one"])
-    step_b, b = _final_params(work)
+    step_a, a = _params(runs["one"])
+    step_b, b = _params(work)
     assert step_a == step_b == 20
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
