@@ -234,8 +234,9 @@ def _pcm_to_float(pcm: bytes, n: int, c: int, what: str, clip_id: str) -> np.nda
     return np.frombuffer(pcm, "<i2").reshape(n, c).astype(np.float32) * np.float32(1 / 32767)
 
 
-def decode_example(data: bytes, *, decode_video: bool = True) -> dict:
-    """Parses tf.train.Example bytes into the clip dict (see module docstring)."""
+def decode_example(data: bytes, *, decode_video: bool = True, decode_sources: bool = True) -> dict:
+    """Parses tf.train.Example bytes into the clip dict (see module docstring). Pipelines that
+    need neither frames nor stems skip their decoding (``encoded_frames`` keeps the frames)."""
     try:
         ex = tf_example_pb2.Example.FromString(data)
     except Exception as e:  # protobuf's DecodeError
@@ -272,7 +273,7 @@ def decode_example(data: bytes, *, decode_video: bool = True) -> dict:
 
     sources, onscreen = None, None
     stems = _get(f, "sources/pcm", "bytes_list", clip_id, required=False)
-    if stems:
+    if stems and decode_sources:
         sources = np.stack([_pcm_to_float(s, n, c, f"sources/pcm[{i}]", clip_id)
                             for i, s in enumerate(stems)])
         flags = _get(f, "sources/onscreen", "int64_list", clip_id, required=False) or []

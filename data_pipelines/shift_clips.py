@@ -54,7 +54,7 @@ def _window(num_record_frames: int, spec: ClipSpec, rng: np.random.Generator):
 
 
 def make_example(data: bytes, spec: ClipSpec, rng: np.random.Generator, train: bool) -> dict:
-    header = records.decode_example(data, decode_video=False)
+    header = records.decode_example(data, decode_video=False, decode_sources=False)
     _check_rates(header, spec)
     n_rec = header["video_shape"][0]
     if n_rec == 0:

@@ -72,6 +72,13 @@ def test_lazy_frames_and_reencode():
     np.testing.assert_array_equal(again["video"], clip["video"])
 
 
+def test_stems_decoded_only_when_asked():
+    data = encode_example(make_clip(2))
+    full, lean = decode_example(data), decode_example(data, decode_sources=False)
+    assert full["sources"] is not None and lean["sources"] is None
+    np.testing.assert_array_equal(full["audio"], lean["audio"])
+
+
 def test_clipping_stays_in_range():
     audio = np.array([[-3.0, 0.5], [2.0, -1.0], [1.0, 0.0]])
     d = decode_example(encode_example({"id": "c", "audio": audio, "sample_rate": 16000}))
