@@ -46,6 +46,9 @@ def evaluate(workdir: str | None, checkpoint: str | None, overrides: dict[str, s
         path = os.path.join(out_dir, "eval", f"{step}{suffix}.json")
         write_json(path, result)
         result["path"] = path
+        report = getattr(trainer.last_evaluator, "write_report", None)
+        if report is not None:
+            report(os.path.join(out_dir, "eval"), int(step), metrics)
     return result
 
 

@@ -78,7 +78,13 @@ class Trainer:
             in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
             out_shardings=(self.state_sharding, self.replicated),
             donate_argnums=0)
-        self.eval_step = jax.jit(self.task.eval_metrics, out_shardings=self.replicated)
+        # Metrics that only exist on the host (bss_eval's SDR/SIR/SAR, confusion matrices): the
+        # task's jitted ``eval_outputs`` gives arrays, an evaluator object from its
+        # ``make_evaluator()`` accumulates them (see tasks/base.py).
+        self.host_eval = hasattr(self.task, "eval_outputs")
+        self.eval_step = jax.jit(self.task.eval_outputs if self.host_eval
+                                 else self.task.eval_metrics, out_shardings=self.replicated)
+        self.last_evaluator = None
 
     def initial_state(self) -> TrainState:
         rng = jax.random.key(int(self.config.seed))
@@ -88,20 +94,40 @@ class Trainer:
         return checkpointing.abstract_with_shardings(self.abstract_state, self.state_sharding)
 
     def evaluate(self, state: TrainState) -> dict[str, float]:
-        """Weighted means of the task's eval metrics over one pass of the held-out split."""
+        """Weighted means of the task's eval metrics over one pass of the held-out split (or, for
+        a host-side evaluator, whatever its ``result()`` reports)."""
         variables = {"params": state.params, **state.model_state}
-        sums: dict[str, float] = {}
-        total = 0.0
+        evaluator = self.task.make_evaluator() if self.host_eval else _WeightedMeans()
+        seen = False
         for local in self.task.eval_data(jax.process_index(), jax.process_count(),
                                          self.local_batch):
-            m = jax.device_get(self.eval_step(variables, sharding.global_batch(local, self.mesh)))
-            w = float(m.pop("weight"))
-            total += w
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * w
-        if total == 0:
+            seen = True
+            evaluator.update(jax.device_get(
+                self.eval_step(variables, sharding.global_batch(local, self.mesh))))
+        if not seen:
             raise UserError("the held-out split is empty; check data.eval_path")
-        return {k: v / total for k, v in sums.items()} | {"num_examples": total}
+        self.last_evaluator = evaluator
+        return evaluator.result()
+
+
+class _WeightedMeans:
+    """The default evaluator: per-batch metric means weighted by the batch's ``weight``."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.total = 0.0
+
+    def update(self, metrics) -> None:
+        m = dict(metrics)
+        w = float(m.pop("weight"))
+        self.total += w
+        for k, v in m.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * w
+
+    def result(self) -> dict[str, float]:
+        if self.total == 0:
+            raise UserError("the held-out split is empty; check data.eval_path")
+        return {k: v / self.total for k, v in self.sums.items()} | {"num_examples": self.total}
 
 
 class _StopRequest:

@@ -32,6 +32,12 @@ class Task(Protocol):
     def eval_metrics(self, variables: Variables, batch: Batch) -> Metrics:
         """Per-batch metrics for held-out data, with ``weight`` (number of examples)."""
 
+    # Optional, for metrics computed on the host (bss_eval, confusion matrices): a task that
+    # defines ``eval_outputs(variables, batch) -> {name: array}`` (jitted; replicated result) and
+    # ``make_evaluator()`` gets, per held-out batch, ``evaluator.update(numpy outputs)``, and
+    # reports ``evaluator.result() -> {metric: float}``. If the evaluator also has
+    # ``write_report(out_dir, step, metrics)``, `python -m avjax.evaluate` calls it (tables, PNGs).
+
     def train_data(self, process_index: int, process_count: int, local_batch: int) -> Any:
         """A grain IterDataset of numpy batches for this process (infinite, checkpointable)."""
 
