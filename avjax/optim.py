@@ -45,6 +45,9 @@ def make_optimizer(opt_cfg, total_steps: int, param_labels=None) -> optax.Gradie
             param_labels)
     else:
         tx = _base(opt_cfg, sched)
+    wd = float(opt_cfg.get("weight_decay", 0.0) or 0.0)
+    if wd > 0:   # PyTorch-style L2: wd·w added to the gradient before momentum / Adam
+        tx = optax.chain(optax.add_decayed_weights(wd), tx)
     if float(opt_cfg.clip_norm) > 0:
         tx = optax.chain(optax.clip_by_global_norm(float(opt_cfg.clip_norm)), tx)
     return tx

@@ -21,12 +21,19 @@ The world
   30 % for flash_frames frames, starting exactly at frame floor(t * fps). Off-screen sources
   emit the same events with no visual. So shifted audio is detectable only by looking.
 - Audible motion cues (for the direction net, which only hears):
-  depth  → loudness ∝ 1/d (per sample) and Doppler: each event's frequencies × 1/(1 + v_r/c),
-           v_r = dd/dt at the onset, c = speed_of_sound (depth units/s);
-  x      → constant-power stereo pan (stereo only) and one side-wall echo, delay 2 + 10·x ms,
-           gain 0.35 (mono and stereo);
-  y      → brightness: a first-difference high-frequency boost, gain 0.8·(0.5 − y) (higher is
-           brighter), a crude elevation cue.
+  depth  → loudness ∝ (near/d)^loudness_power (per sample; default 1/d) and Doppler: each
+           event's frequencies × 1/(1 + v_r/c), v_r = dd/dt at the onset, c = speed_of_sound
+           (depth units/s);
+  x      → constant-power stereo pan (stereo only) and one side-wall echo, delay a + b·x ms
+           (echo_delay_ms, default 2 + 10·x), gain 0.35 (mono and stereo);
+  y      → brightness: a first-difference high-frequency boost, gain brightness_gain·(0.5 − y)
+           (default 0.8; higher is brighter), a crude elevation cue.
+  Each event's gain is × U(1 − event_gain_jitter, 1) (default 0.25).
+  motion_echoes (asmp_local): instead of the side-wall echo, every event is followed by three
+           wall echoes (side wall 45 ms, floor 90 ms, back wall 135 ms later; gain 0.6), each
+           pitched relative to the direct sound by the velocity towards its wall:
+           × 1/(1 + v/echo_speed) with v = −dx/dt, +dy/dt, −dd/dt. So a 1-s excerpt tells the
+           motion's direction on all three axes from pitch ratios alone.
 - Stems: sources/pcm holds every source's final audio (cues applied), sources/onscreen its flag;
   the mixture audio/pcm is their sum. If the sum peaks above mix_peak all stems are scaled down
   together (arrays/mix_peak = peak before, arrays/mix_gain = the gain).
@@ -71,7 +78,7 @@ WORLD_VERSION = 1
 FAMILIES = ("tone", "thud", "band_noise", "hiss", "chirp_up", "clicks", "fm", "buzz", "bell", "chirp_down")
 SHAPES = ("disc", "square", "triangle", "ring", "diamond")
 MOTION_CLASSES = ("static", "left_right", "up_down", "circle", "zigzag", "approach", "recede")
-PRESET_NAMES = ("multisensory", "multisensory_local", "asmp", "asmp_local")
+PRESET_NAMES = ("multisensory", "multisensory_local", "asmp", "asmp_local", "separation_local")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +105,14 @@ class WorldConfig:
     num_features: int = 64
     feature_noise: float = 0.05
     mix_peak: float = 0.9
+    # Strength of the audible motion cues (defaults: the original world; asmp_local sets louder
+    # ones so a small direction net can hear the motion in a 1-s window).
+    loudness_power: float = 1.0           # loudness ∝ (near / d) ** loudness_power
+    brightness_gain: float = 0.8          # elevation → high-frequency boost gain · (0.5 − y)
+    echo_delay_ms: tuple[float, float] = (2.0, 10.0)   # side-wall echo delay = a + b·x ms
+    event_gain_jitter: float = 0.25       # each event's gain × U(1 − jitter, 1)
+    motion_echoes: bool = False           # side/floor/back-wall echoes Doppler-shifted by u, v, d
+    echo_speed: float = 1.5               # c_e of those echoes (frame widths or depth units / s)
 
     def __post_init__(self):
         def check(ok, msg):
@@ -133,15 +148,26 @@ class WorldConfig:
         return self.num_onscreen[1] + self.num_offscreen[1] + self.num_distractors[1]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        # Cue-strength fields left at their defaults are omitted, so data sets cached before
+        # they existed still match (generate_dataset compares this dict).
+        d = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            if f.name in _CUE_FIELDS and d[f.name] == f.default:
+                del d[f.name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "WorldConfig":
         d = dict(d)
-        for k in ("num_onscreen", "num_offscreen", "num_distractors", "depth_range", "object_radius"):
+        for k in ("num_onscreen", "num_offscreen", "num_distractors", "depth_range", "object_radius",
+                  "echo_delay_ms"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
+
+
+_CUE_FIELDS = ("loudness_power", "brightness_gain", "echo_delay_ms", "event_gain_jitter",
+               "motion_echoes", "echo_speed")
 
 
 def preset(name: str) -> WorldConfig:
@@ -157,12 +183,32 @@ def preset(name: str) -> WorldConfig:
                            num_channels=2, object_radius=(0.16, 0.24), depth_range=(1.0, 1.6),
                            flash_frames=3, event_rate_hz=2.0, min_event_gap_s=0.25,
                            video_encoding="raw")  # no JPEG decode competing with the 2 cores
-    if name == "asmp":  # ASIW-like: 10 s mono 11025 Hz, 8 fps frames, 10 motion windows
+    if name == "asmp":  # ASIW-like: 10 s mono 11025 Hz, 8 fps frames, 10 motion windows, 2048-d features
         return WorldConfig(duration_s=10.0, fps=8.0, height=256, width=256, sample_rate=11025,
-                           num_channels=1, num_offscreen=(0, 1), num_distractors=(2, 5), flash_frames=1)
+                           num_channels=1, num_offscreen=(0, 1), num_distractors=(2, 5), flash_frames=1,
+                           num_features=2048)
     if name == "asmp_local":
+        # CPU-sized ASMP world: one sounding object per video (the principal; no off-screen
+        # source, so a video's sound is what its graph shows), silent distractors as context,
+        # and louder motion cues (loudness ∝ 1/d², fixed event gains, strong Doppler, brighter
+        # elevation cue, motion echoes) so the direction is audible in a 1-s window.
         return WorldConfig(duration_s=10.0, fps=8.0, height=64, width=64, sample_rate=11025,
-                           num_channels=1, num_offscreen=(0, 1), num_distractors=(1, 3), flash_frames=1)
+                           num_channels=1, num_onscreen=(1, 1), num_offscreen=(0, 0),
+                           num_distractors=(1, 3), flash_frames=1, video_encoding="raw",
+                           event_rate_hz=2.5, min_event_gap_s=0.25, speed_of_sound=0.6,
+                           loudness_power=2.0, brightness_gain=2.5, event_gain_jitter=0.0,
+                           motion_echoes=True, echo_speed=0.6)
+    if name == "separation_local":
+        # CPU-sized on/off-screen separation world (configs/sep_*.py:local): one sounding object
+        # per clip (the partner clip's object is the off-screen sound, same families), a silent
+        # distractor half the time so "which object flashes" matters, 3-s clips (a 2.1-s window
+        # with room to move), 8 kHz audio and 40x40 frames (32-pixel crops) with large near
+        # objects and 3-frame flashes. Generates in ~10 ms per clip.
+        return WorldConfig(duration_s=3.0, fps=15.0, height=40, width=40, sample_rate=8000,
+                           num_channels=2, num_onscreen=(1, 1), num_offscreen=(0, 0),
+                           num_distractors=(0, 1), object_radius=(0.16, 0.24),
+                           depth_range=(1.0, 1.6), flash_frames=3, event_rate_hz=2.0,
+                           min_event_gap_s=0.25, video_encoding="raw")
     raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
 
 
@@ -373,6 +419,23 @@ def _event_sound(family: str, p: dict, sr: int, fs: float, rng) -> np.ndarray:
     return s / (np.abs(s).max() + 1e-9)
 
 
+MOTION_ECHO_DELAYS_S = (0.045, 0.09, 0.135)   # side wall, floor, back wall
+
+
+def _motion_echoes(s, family, sound, pitch, vx, vy, vd, config: WorldConfig, rng) -> np.ndarray:
+    """Direct sound + three wall echoes (side wall, floor, back wall; gain 0.6, delays
+    MOTION_ECHO_DELAYS_S), each pitched × 1/(1 + v/c_e) relative to the direct sound, v = −vx,
+    +vy, −vd (the velocity towards that wall shortens the echo's path), c_e = echo_speed."""
+    sr = config.sample_rate
+    out = np.concatenate([s, np.zeros(int(MOTION_ECHO_DELAYS_S[-1] * sr) + int(0.4 * sr))])
+    for delay_s, v in zip(MOTION_ECHO_DELAYS_S, (-vx, vy, -vd)):
+        f = float(np.clip(1.0 / (1.0 + v / config.echo_speed), 0.6, 1.6))
+        e = _event_sound(family, sound, sr, pitch * f, rng)
+        i0 = int(delay_s * sr)
+        out[i0:i0 + len(e)] += 0.6 * e
+    return out
+
+
 def render_audio(scene: Scene, config: WorldConfig, rng) -> tuple[np.ndarray, np.ndarray]:
     """Stems (S, N, C) float32 and the event onset matrix (S, E) (seconds, -1 padding)."""
     sr, n = config.sample_rate, config.num_samples
@@ -386,16 +449,22 @@ def render_audio(scene: Scene, config: WorldConfig, rng) -> tuple[np.ndarray, np
             x, y, d = object_position(obj, np.array([t0, t0 + 1e-3]), config)
             v_r = (d[1] - d[0]) / 1e-3
             doppler = np.clip(1.0 / (1.0 + v_r / config.speed_of_sound), 0.7, 1.4)
-            s = _event_sound(family, obj.sound, sr, doppler * math.exp(rng.normal(0, 0.02)), rng)
-            s = s + 0.8 * (0.5 - y[0]) * np.diff(s, prepend=0.0) * (sr / 6000)   # elevation → brightness
-            delay = int(round((0.002 + 0.010 * np.clip(x[0], 0, 1)) * sr))      # x → side-wall echo
-            s = np.concatenate([s, np.zeros(delay)])
-            s[delay:] += 0.35 * s[:-delay].copy()
+            pitch = doppler * math.exp(rng.normal(0, 0.02))
+            s = _event_sound(family, obj.sound, sr, pitch, rng)
+            s = s + config.brightness_gain * (0.5 - y[0]) * np.diff(s, prepend=0.0) * (sr / 6000)  # elevation
+            if config.motion_echoes:
+                s = _motion_echoes(s, family, obj.sound, pitch, (x[1] - x[0]) / 1e-3,
+                                   (y[1] - y[0]) / 1e-3, v_r, config, rng)
+            else:
+                ea, eb = config.echo_delay_ms
+                delay = int(round((ea + eb * np.clip(x[0], 0, 1)) * 1e-3 * sr))  # x → side-wall echo
+                s = np.concatenate([s, np.zeros(delay)])
+                s[delay:] += 0.35 * s[:-delay].copy()
             i0 = int(round(t0 * sr))
-            seg = s[: n - i0] * rng.uniform(0.75, 1.0)
+            seg = s[: n - i0] * rng.uniform(1.0 - config.event_gain_jitter, 1.0)
             dry[i0:i0 + len(seg)] += seg
         x, _, d = (np.interp(audio_t, ctrl_t, q) for q in object_position(obj, ctrl_t, config))
-        wet = dry * (obj.level * config.depth_range[0] / d)                       # loudness ∝ 1/d
+        wet = dry * (obj.level * (config.depth_range[0] / d) ** config.loudness_power)  # loudness ∝ 1/d
         if config.num_channels == 2:
             theta = np.clip(x, 0, 1) * (np.pi / 2)                                # constant-power pan
             wet = np.stack([wet * np.cos(theta), wet * np.sin(theta)], -1) * np.sqrt(2)

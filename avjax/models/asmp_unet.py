@@ -1,7 +1,9 @@
 """ASMP's audio separator: the 7-layer conditional U-Net of spec/asmp.md §5 (ngf = 64).
 
 Input: log warped mixture magnitude (B, 256, 256, 1), channels last, and the slot's 512-d
-conditioning vector (B, 512); output: a ratio mask in [0, 1] of the same size. The condition is
+conditioning vector (B, 512); output: a ratio mask in [0, 1] of the same size. A condition of
+shape (B, K, 512) gives K masks per input (B, K, 256, 256, 1) with the encoder run once per input
+(the same numbers, and batch statistics, as repeating each input K times). The condition is
 tiled over the 2×2 bottleneck and concatenated (condition first, as in the reference code) before
 the first decoder block, its only injection point. Convolutions go through avjax's layer module,
 so the CPU formulation (space-to-depth / sub-pixel) is chosen there, not here.
@@ -43,18 +45,24 @@ class Down(nn.Module):
 
 
 class Up(nn.Module):
-    """Transposed conv 4×4 stride 2 pad 1 → BN → ReLU (the last block: → sigmoid, no BN)."""
+    """Transposed conv 4×4 stride 2 pad 1 → BN → ReLU (the last block: → sigmoid, no BN).
+    With ``film`` (B, D) given: BN output × (1 + γ) + β, (γ, β) = Linear(film), before the ReLU."""
     features: int
     last: bool = False
     impl: str | None = None
 
     @nn.compact
-    def __call__(self, x, train: bool = True):
+    def __call__(self, x, train: bool = True, film=None):
         x = layers.ConvTranspose(self.features, (4, 4), 2, padding=1, use_bias=True,
                                  kernel_init=normal_002, impl=self.impl, name="conv")(x)
         if self.last:
             return nn.sigmoid(x)
-        return nn.relu(batch_norm(train)(x))
+        x = batch_norm(train)(x)
+        if film is not None:
+            gb = nn.Dense(2 * self.features, kernel_init=nn.initializers.zeros, name="film")(film)
+            g, b = jnp.split(gb[:, None, None, :].astype(x.dtype), 2, axis=-1)
+            x = x * (1 + g) + b
+        return nn.relu(x)
 
 
 class ASMPUNet(nn.Module):
@@ -63,6 +71,8 @@ class ASMPUNet(nn.Module):
     ngf: int = 64
     out_channels: int = 1
     impl: str | None = None
+    film: bool = False   # also FiLM-modulate every decoder block by the condition (not in the
+                         # paper: its only injection point is the bottleneck; a CPU-run option)
 
     @nn.compact
     def __call__(self, x, cond, train: bool = True):
@@ -75,10 +85,17 @@ class ASMPUNet(nn.Module):
         for i, f in enumerate(enc):
             x = Down(f, impl=self.impl, name=f"c{i + 1}")(x, train)
             skips.append(x)
+        per_input = cond.ndim == 3   # (B, K, D): K conditions per input, encoder run once
+        if per_input:
+            b, k = cond.shape[:2]
+            # Repeating rows leaves the decoder's batch statistics as if x had been repeated.
+            skips = [jnp.repeat(s, k, axis=0) for s in skips]
+            x, cond = skips[-1], cond.reshape(b * k, cond.shape[-1])
         c = jnp.broadcast_to(cond[:, None, None, :].astype(x.dtype),
                              x.shape[:3] + (cond.shape[-1],))
         x = jnp.concatenate([c, x], axis=-1)
         for i, f in enumerate(dec):
-            x = Up(f, impl=self.impl, name=f"u{i + 1}")(x, train)
+            x = Up(f, impl=self.impl, name=f"u{i + 1}")(x, train, cond if self.film else None)
             x = jnp.concatenate([x, skips[-(i + 2)]], axis=-1)
-        return Up(self.out_channels, last=True, impl=self.impl, name=f"u{len(dec) + 1}")(x, train)
+        out = Up(self.out_channels, last=True, impl=self.impl, name=f"u{len(dec) + 1}")(x, train)
+        return out.reshape((b, k) + out.shape[1:]) if per_input else out

@@ -1,0 +1,143 @@
+"""ASMP at paper size (abstractly, jax.eval_shape): the spec's shapes in every sub-network; the
+front end's warp; the sliding-window evaluation's shapes."""
+import jax
+import numpy as np
+import pytest
+
+from avjax import asmp_frontend as F
+from configs import asmp as asmp_config
+
+
+@pytest.fixture(scope="module")
+def paper():
+    from avjax.tasks.asmp import Task
+    task = Task(asmp_config.get_config())
+    batch = task.example_batch(2)
+    variables = jax.eval_shape(task.init, jax.random.key(0), batch)
+    return task, batch, variables
+
+
+def test_paper_batch_and_graph_shapes(paper):
+    task, batch, _ = paper
+    assert batch["mix"].shape == (2, 65535)
+    assert batch["wave"].shape == (2, 2, 65535)
+    assert batch["nodes"].shape == (2, 2, 22, 2048)        # 20 context + principal + scene
+    assert batch["edge_w"].shape == (2, 2, 22, 22)
+    assert task.eval_spec.num_nodes == 2 * 21 + 1           # up to 2 principal objects at test
+
+
+def test_paper_parameter_shapes(paper):
+    _, _, v = paper
+    p = v["params"]
+    g = p["graph"]
+    assert g["map_fc1"]["kernel"].shape == (2048, 1024)
+    assert g["map_fc2"]["kernel"].shape == (1024, 512)
+    assert g["gat"]["lin"]["kernel"].shape == (512, 256)        # 4 heads × 64
+    assert g["gat"]["lin_edge"]["kernel"].shape == (1, 256)     # bias-free Linear(1 → 256)
+    assert "bias" not in g["gat"]["lin_edge"]
+    assert g["gat"]["att_src"].shape == (1, 4, 64)
+    assert g["edgeconv"]["lin"]["kernel"].shape == (512, 256)   # [x_i, x_j − x_i]
+    assert "edge_proj" not in g                                 # readouts summed, both 512
+    assert p["gru"]["ir"]["kernel"].shape == (512, 512)
+    assert p["unet"]["c1"]["conv"]["kernel"].shape == (4, 4, 1, 64)
+    assert p["unet"]["u1"]["conv"]["kernel"].shape == (4, 4, 1024, 512)
+    assert p["classifier"]["resnet"]["conv1"]["kernel"].shape == (7, 7, 1, 64)
+    assert p["classifier"]["fc"]["kernel"].shape == (512, 15)
+    d = p["direction"]
+    assert d["fc"]["kernel"].shape == (512, 512)
+    assert d["head1"]["kernel"].shape == (512, 256)
+    assert d["head2"]["kernel"].shape == (256, 28)
+    assert v["batch_stats"]["direction"]["head_bn2"]["mean"].shape == (28,)
+
+
+def test_paper_forward_and_loss_shapes(paper):
+    task, batch, v = paper
+    from avjax.models.asmp import ASMP
+    out = jax.eval_shape(lambda v, b: task.model.apply(
+        v, b["mix"], b["nodes"], b["node_mask"], b["edge_w"], b["rel"], 1, False,
+        method=ASMP.forward), v, batch)
+    assert out["mix_warped"].shape == (2, 256, 256)            # 256 warped rows × 256 frames
+    assert out["mix_spec"].shape == (2, 512, 256)
+    assert out["masks"].shape == (2, 2, 2, 256, 256)           # (B, video, slot, H, W)
+    assert out["cond"].shape == (2, 2, 2, 512)
+    assert out["cls_logits"].shape == (2, 2, 1, 15)
+    assert out["dir_logits"].shape == (2, 2, 1, 28)
+    assert (task.model.dir_stride, task.model.dir_width) == (42, 46)
+    params = v["params"]
+    state = {k: x for k, x in v.items() if k != "params"}
+    loss, (metrics, _) = jax.eval_shape(lambda p, s, b: task.loss(p, s, b, jax.random.key(0), True),
+                                        params, state, batch)
+    assert loss.shape == () and set(metrics) >= {"coseparation", "classification",
+                                                 "orthogonality", "direction"}
+    labels = task.param_labels(params)
+    assert set(jax.tree.leaves(labels)) == {"graph", "gru", "unet", "classifier", "direction"}
+
+
+def test_paper_eval_outputs_shapes(paper):
+    task, _, v = paper
+    eb = task._zeros(task.eval_spec, 1, False)
+    eb["weight"] = np.ones((1,), np.float32)
+    out = jax.eval_shape(task.eval_outputs, v, eb)
+    assert out["est"].shape == (1, 2, 110250)
+    assert out["est_swapped"].shape == (1, 2, 110250)
+    assert out["dir_logits"].shape == (1, 2, 2, 28)
+    starts = task.eval_starts
+    assert starts[1] - starts[0] == 551 and starts[-1] == 110250 - 65535   # hop + tail window
+
+
+def test_frontend_warp():
+    fe = F.FrontEnd()
+    assert fe.frames(65535) == 256 and fe.bins == 512
+    w = F.warp_matrix(512, 256)
+    np.testing.assert_allclose(w.sum(1), 1, atol=1e-5)           # bilinear rows
+    assert w[0, 0] == 1 and w[-1, -1] == pytest.approx(1)
+    # log-like: the first warped rows sample low frequencies densely
+    centers = (w * np.arange(512)).sum(1)
+    assert np.all(np.diff(centers) > 0) and centers[128] < 512 * 0.3
+    smooth = np.linspace(0, 1, 512, dtype=np.float32)[:, None] ** 2 * np.ones((1, 4), np.float32)
+    back = np.asarray(F.unwarp(fe, F.warp(fe, smooth)))
+    assert np.abs(back - smooth).max() < 0.02
+    x = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.3
+    y = np.asarray(F.istft(fe, F.stft(fe, x), 4000))
+    np.testing.assert_allclose(y, x, atol=1e-4)
+
+
+@pytest.mark.parametrize("args", ["local,no_gat,no_edgeconv,no_gru,no_orth", "local,dir10",
+                                  "local,dir8"])
+def test_ablation_and_variant_configs_build(args):
+    from avjax.tasks.asmp import Task
+    c = asmp_config.get_config(args)
+    task = Task(c)
+    batch = task.example_batch(2)
+    v = jax.eval_shape(task.init, jax.random.key(0), batch)
+    state = {k: x for k, x in v.items() if k != "params"}
+    loss, _ = jax.eval_shape(lambda p, s, b: task.loss(p, s, b, jax.random.key(0), True),
+                             v["params"], state, batch)
+    assert loss.shape == ()
+    assert v["params"]["direction"]["head2"]["kernel"].shape[-1] == c.model.num_direction_classes
+    if "no_gru" in args:
+        assert "gru" not in v["params"] and "slot_offset" in v["params"]
+        assert "gat" not in v["params"]["graph"] and "edgeconv" not in v["params"]["graph"]
+        assert c.model.orth_weight == 0
+    labels = task.param_labels(v["params"])
+    assert set(jax.tree.leaves(labels)) <= {"graph", "gru", "unet", "classifier", "direction"}
+
+
+def test_unet_k_conditions_per_input_equal_repeated_inputs():
+    """(B, K, D) conditions run the encoder once: same masks and batch statistics as repeating
+    each input K times (train mode, so BatchNorm uses batch statistics), FiLM included."""
+    import jax.numpy as jnp
+    from avjax.models.asmp_unet import ASMPUNet
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 128, 128, 1)), jnp.float32)
+    cond = jnp.asarray(rng.standard_normal((2, 3, 5)), jnp.float32)
+    m = ASMPUNet(ngf=2, film=True, impl="reference")
+    v = m.init(jax.random.key(0), x, cond[:, 0], train=False)
+    v = jax.tree.map(lambda a: a + 0.05 * jnp.asarray(rng.standard_normal(a.shape), a.dtype), v)
+    a, sa = m.apply(v, x, cond, train=True, mutable=["batch_stats"])
+    b, sb = m.apply(v, jnp.repeat(x, 3, axis=0), cond.reshape(6, 5), train=True,
+                    mutable=["batch_stats"])
+    assert a.shape == (2, 3, 128, 128, 1)
+    np.testing.assert_allclose(a.reshape(b.shape), b, rtol=1e-4, atol=1e-5)
+    for p, q in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
+        np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-5)
