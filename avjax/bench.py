@@ -2,6 +2,7 @@
 
     python -m avjax.bench [asmp_unet] [shift] [sep_unet] [--steps N] [--no-torch] [--per-layer]
                           [--json PATH] [--peers_dir DIR] [--impl fast|reference]
+                          [--input [--input-only] [--input-clips N] [--cache-dir DIR]]
 
 For each network: the jitted train step (forward, loss, backward, SGD-momentum update; median
 after warm-up) and the inference forward (eval-mode BatchNorm), the analytic model FLOPs (2·MACs
@@ -11,6 +12,11 @@ times measured right after avjax's, as avjax/torch (≤ 1.0 means avjax is at le
 Peers: ../shared/bench/*.py (train step; forward via bench_peers/forward_torch.py) and
 avjax/bench_peers/*.py. Each timing carries the CPU load other processes put on the machine
 meanwhile ("busy" column), since only a quiet machine gives trustworthy ratios.
+
+``--input`` adds, per task config in avjax.bench_input.INPUT_CONFIGS (shift, ASMP; paper size),
+the input pipeline's throughput (records -> device batch) against the task's train step at the
+same example size: "input can feed N x the step's consumption". A task whose module is not
+written yet is skipped with a note.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from pathlib import Path
 
 import jax
 
-from avjax import bench_layers, bench_nets
+from avjax import bench_input, bench_layers, bench_nets
 from avjax.bench_timing import foreign_load_now, matmul_peak_gflops, time_fn, wait_for_quiet
 from avjax.models import layers
 
@@ -45,8 +51,8 @@ def run_peer(argv: list[str], timeout: float = 1800) -> dict:
 
 def input_pipeline_rate(make_iterator, n_batches: int = 20, warmup: int = 2) -> float:
     """Batches per second from records to a device batch: ``next()`` on the iterator that
-    ``make_iterator()`` returns, then jax.device_put and wait. Not part of the CLI until the
-    data pipeline exists; pass e.g. ``lambda: iter(task.train_data(0, 1, batch))``."""
+    ``make_iterator()`` returns, then jax.device_put and wait; e.g.
+    ``lambda: iter(task.train_data(0, 1, batch))`` (``--input``: avjax.bench_input)."""
     it = make_iterator()
     for _ in range(warmup):
         jax.block_until_ready(jax.device_put(next(it)))
@@ -148,7 +154,8 @@ def print_table(results: list[dict], peak: float) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m avjax.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("nets", nargs="*", default=list(bench_nets.NETS), choices=list(bench_nets.NETS))
+    p.add_argument("nets", nargs="*", metavar="NET",
+                   help=f"networks to time, of {', '.join(bench_nets.NETS)} (default: all)")
     p.add_argument("--steps", type=int, default=5, help="timed steps after warm-up (median)")
     p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch peers")
     p.add_argument("--per-layer", action="store_true", help="time every conv/pool/BN layer too")
@@ -157,7 +164,24 @@ def main(argv=None) -> int:
                    help="folder of the shared PyTorch peers (default: ../shared/bench)")
     p.add_argument("--impl", choices=layers.IMPLS, default=None,
                    help="conv formulation (default: per platform, see avjax.models.layers)")
+    p.add_argument("--input", action="store_true",
+                   help="also time each task's input pipeline against its train step")
+    p.add_argument("--input-only", action="store_true", help="only the --input measurement")
+    p.add_argument("--input-tasks", nargs="*", default=list(bench_input.INPUT_CONFIGS),
+                   help="task labels of avjax.bench_input.INPUT_CONFIGS for --input")
+    p.add_argument("--input-clips", type=int, default=8,
+                   help="synthetic clips generated (once, cached) for --input")
+    p.add_argument("--input-batch", type=int, default=4, help="pipeline batch for --input")
+    p.add_argument("--cache-dir", default=None,
+                   help="synthetic data cache for --input (default: data.cache_dir / ~/.cache)")
     args = p.parse_args(argv)
+    # (not argparse choices: Python 3.11 checks a nargs="*" default list against them as a whole)
+    bad = [n for n in args.nets if n not in bench_nets.NETS]
+    if bad:
+        p.error(f"unknown network(s) {bad}; choose from {list(bench_nets.NETS)}")
+    args.nets = args.nets or list(bench_nets.NETS)
+    if args.input_only:
+        args.input, args.nets = True, []
     if args.torch and importlib.util.find_spec("torch") is None:
         print("torch is not importable: timing avjax only (pip install torch for ratios)")
         args.torch = False
@@ -174,13 +198,27 @@ def main(argv=None) -> int:
         except ModuleNotFoundError as e:
             print(f"skipping {name}: {e}")
             results.append({"name": name, "skipped": str(e)})
+    inputs = []
+    for label in (args.input_tasks if args.input else []):
+        print(f"... input pipeline: {label}", flush=True)
+        try:
+            inputs.append(bench_input.measure(label, bench_input.INPUT_CONFIGS[label],
+                                              clips=args.input_clips, input_batch=args.input_batch,
+                                              cache_dir=args.cache_dir))
+        except ModuleNotFoundError as e:
+            print(f"skipping input pipeline of {label}: {e}")
+            inputs.append({"task": label, "skipped": str(e)})
     peak_end = matmul_peak_gflops()
-    print_table(results, peak)
+    if results:
+        print_table(results, peak)
+    if inputs:
+        bench_input.print_input_table(inputs)
     print(f"(matmul peak re-measured at the end: {peak_end:.1f} GFLOP/s)")
     if args.json:
         args.json.write_text(json.dumps({"peak_gflops": peak, "peak_gflops_end": peak_end,
                                          "jax": jax.__version__, "impl": layers.resolve_impl(),
-                                         "results": results}, indent=1))
+                                         "results": results, "input": inputs},
+                                        indent=1, default=str))
     return 0
 
 

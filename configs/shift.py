@@ -61,6 +61,7 @@ def get_config(arg=None):
         c.data.synthetic_train_clips = 512
         c.data.synthetic_eval_clips = 128
         c.batch_size = 16
+        c.data.prefetch = 4            # read 4 batches ahead: the local step is short, keep it fed
         c.total_steps = 700
         c.optimizer.name = "adam"
         c.optimizer.lr = 1e-3

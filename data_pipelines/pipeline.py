@@ -7,6 +7,7 @@ whatever the number of processes or devices.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import grain
@@ -63,7 +64,10 @@ def train_dataset(source, transform: Callable[[Any, np.random.Generator], dict],
     ds = _IndexedRandomMap(ds, transform, seed)
     ds = _ProcessRows(ds, process_index, process_count, local_batch)
     ds = ds.batch(local_batch, drop_remainder=True, batch_fn=stack)
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, prefetch),
+    # Read-ahead of `prefetch` batches by at most one thread per core: more threads than cores
+    # only add GIL hand-overs that the training loop's own thread then waits on.
+    threads = max(1, min(prefetch, os.cpu_count() or 1))
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                               prefetch_buffer_size=max(1, prefetch)))
     if workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

@@ -22,6 +22,8 @@ CASES = [
     ((5, 6, 7), (3, 3, 3), (2, 2, 2), "SAME"),
     ((5, 6, 7), (3, 5, 5), (2, 2, 2), [(1, 1), (2, 2), (2, 2)]),
     ((4, 5, 5), (1, 1, 1), (1, 2, 2), "VALID"),
+    ((7, 6, 7), (5, 3, 3), (2, 2, 2), "SAME"),       # V1-like: 5 temporal taps at stride 2
+    ((4, 6, 5), (3, 3, 3), (1, 1, 1), [(1, 1), (1, 1), (1, 1)]),
 ]
 CIN, COUT = 3, 4
 
@@ -54,7 +56,10 @@ def _close(got, want):
 def _forms(strides, transpose: bool):
     if transpose:
         return ["gemm", "batched", "subpixel"]
-    return ["im2col", "stride1" if all(s == 1 for s in strides) else "space_to_depth"]
+    forms = ["im2col", "stride1" if all(s == 1 for s in strides) else "space_to_depth"]
+    if len(strides) == 3:
+        forms += ["tfold"] + (["tfold_shift"] if strides[0] == 1 else [])
+    return forms
 
 
 def _check_all(reference, candidates, x, w):
@@ -133,6 +138,24 @@ def test_conv_transpose_matches_torch():
     np.testing.assert_allclose(np.asarray(y), ty.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape,window,strides,padding", [
+    ((2, 3, 9, 11, 4), (1, 3, 3), (1, 2, 2), "SAME"),     # the shift net's V2
+    ((2, 23, 1, 4), (4, 1), (4, 1), "VALID"),             # A2
+    ((2, 7, 8, 3), (3, 2), (2, 1), "SAME"),
+])
+def test_max_pool_fast_matches_reference_with_ties(shape, window, strides, padding):
+    # quantised ReLU output: many ties inside windows, where the gradient must still go to the
+    # first maximal element of each window like select_and_scatter's
+    x = jnp.round(4 * jax.nn.relu(jax.random.normal(jax.random.key(0), shape))) / 4
+    pads = layers.conv_padding(padding, shape[1:-1], window, strides)
+    f = lambda impl: (lambda x: layers.max_pool(x, window, strides, padding, impl=impl))
+    got, want = jax.jit(lambda x: [_value_and_grads(lambda x, w: f(i)(x), x, None)[:2]
+                                   for i in ("fast", "reference")])(x)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(want[1]).sum()) > 0 and pads
+
+
 def test_max_pool_value_and_gradient():
     x = jax.random.normal(jax.random.key(0), (2, 7, 9, 3))
     y = layers.max_pool(x, (3, 3), (2, 2), "SAME")
@@ -148,3 +171,12 @@ def test_record_calls_lists_layers():
         jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 2))))
     assert [(c["kind"], c["x_shape"], c["kernel_shape"]) for c in calls] == \
         [("conv", (1, 8, 8, 2), (3, 3, 2, 4))]
+
+
+def test_conv_choice_at_shift_net_shapes():
+    # activation-heavy 3-D layers fold time into a 2-D conv; small or weight-heavy ones do not
+    assert conv_fast.conv_choice((1, 32, 112, 112, 3), (5, 7, 7, 3, 64), (2, 2, 2)) == "tfold"
+    assert conv_fast.conv_choice((1, 16, 28, 28, 64), (3, 3, 3, 64, 64), (1, 1, 1)) == "tfold"
+    assert conv_fast.conv_choice((2, 4, 4, 4, 512), (3, 3, 3, 512, 512), (1, 1, 1)) == "stride1"
+    assert conv_fast.conv_choice((2, 8, 14, 14, 128), (1, 1, 1, 128, 256), (2, 2, 2)) != "tfold"
+    assert conv_fast.conv_choice((2, 1401, 1, 64), (15, 1, 64, 128), (4, 1)) != "tfold"

@@ -17,15 +17,24 @@ same sums into GEMMs plus cheap slicing, so forward *and* autodiff gradients are
   transposes per step for the U-Net's bottleneck layers).
 - ``conv_transpose_subpixel``: kept as an alternative (one stride-1 conv producing the s^d
   phases as channels), tested against the reference like the others.
+- ``conv_tfold``: a 3-D conv as one 2-D conv, temporal taps stacked into channels and frames
+  folded into the batch. XLA:CPU's 2-D convolution (YNNPACK/Eigen) packs its own patches and runs
+  at 0.5-0.8 of the GEMM rate where an explicit im2col of a big activation is memory-bound (the
+  shift net's V1, K = 5*7*7*3 = 735 columns of 3-float chunks: 5x faster forward, 4x faster
+  kernel gradient than space-to-depth; its 3x3x3 blocks at 28x28 and 14x14: 2-3x).
+- ``max_pool``: max of strided views with a select_and_scatter-exact custom gradient (XLA:CPU's
+  own select_and_scatter took ~50 ms for the shift net's V2 where this takes ~5 ms).
 
 The layer-shape heuristics were calibrated with ``python -m avjax.bench --per-layer`` on a 2-core
 AVX-512 machine (≈200 GFLOP/s f32 GEMM); ``conv``/``conv_transpose`` accept ``form=`` to force one.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -172,10 +181,71 @@ def conv_im2col(x, kernel, strides, pads):
     return y.reshape((x.shape[0],) + tuple(out) + (co,))
 
 
+def conv_tfold(x, kernel, strides, pads):
+    """3-D conv as one 2-D conv: the kt temporal taps are stacked into channels (kt strided views
+    of the T-padded input, concatenated: channel = (tap, c)) and the output frames folded into
+    the batch, then XLA's 2-D convolution (Eigen's spatial conv, which packs its own patches and
+    runs near the GEMM rate at stride 1 and 2, forward and kernel gradient) does (H, W). Exact:
+    y[t] = sum_{d,i,j} x[t*s + d, i, j] k[d, i, j] is the same sum in another order. The choice
+    for activation-heavy 3-D layers, whose im2col patch matrix would cost more to write than the
+    GEMM (V1: K = 5*7*7*3 = 735 columns of 3-float chunks; 3x3x3 res-blocks at large H, W)."""
+    n = x.shape[0]
+    kt, kh, kw, ci, co = kernel.shape
+    out = conv_out_sizes(x.shape[1:-1], kernel.shape[:3], strides, pads)
+    st = strides[0]
+    xp = _pad(x, [(pads[0][0], pads[0][1], 0), (0, 0, 0), (0, 0, 0)])
+    views = [lax.slice_in_dim(xp, d, d + (out[0] - 1) * st + 1, st, axis=1) for d in range(kt)]
+    v = views[0] if kt == 1 else jnp.concatenate(views, axis=-1)        # (n, To, H, W, kt*ci)
+    v = v.reshape((n * out[0],) + v.shape[2:])
+    k2 = kernel.transpose(1, 2, 0, 3, 4).reshape(kh, kw, kt * ci, co)
+    y = xla_conv(v, k2, tuple(strides[1:]), list(pads[1:]))
+    return y.reshape((n,) + tuple(out) + (co,))
+
+
+def _tfold_shift(x, kernel, strides, pads):
+    """Stride-1-in-time conv_tfold computed the other way round: one 2-D conv of every padded
+    frame producing all kt temporal taps as output channels (kt*co: wider GEMMs than co alone),
+    then y[t] = sum_d Z[t + d, taps d]. Cheaper forward for narrow layers (co = 64)."""
+    n = x.shape[0]
+    kt, kh, kw, ci, co = kernel.shape
+    out = conv_out_sizes(x.shape[1:-1], kernel.shape[:3], strides, pads)
+    xp = _pad(x, [(pads[0][0], pads[0][1], 0), (0, 0, 0), (0, 0, 0)])
+    tp = xp.shape[1]
+    k2 = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, ci, kt * co)
+    z = xla_conv(xp.reshape((n * tp,) + xp.shape[2:]), k2, tuple(strides[1:]), list(pads[1:]))
+    z = z.reshape((n, tp) + z.shape[1:])
+    return sum(z[:, d:d + out[0], ..., d * co:(d + 1) * co] for d in range(kt))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _tfold_shift_fwd(x, kernel, strides, pads):
+    """_tfold_shift's forward with conv_tfold's derivatives (the same bilinear map, so exact):
+    the shifted form's own backward is slower (its input gradient sums kt*co-wide products).
+    Stride 1 in time only."""
+    return _tfold_shift(x, kernel, strides, pads)
+
+
+@_tfold_shift_fwd.defjvp
+def _tfold_shift_jvp(strides, pads, primals, tangents):
+    x, kernel = primals
+    dx, dk = tangents
+    y = _tfold_shift(x, kernel, strides, pads)
+    return y, conv_tfold(dx, kernel, strides, pads) + conv_tfold(x, dk, strides, pads)
+
+
+# 3-D layers whose im2col patch matrix would exceed this many bytes use conv_tfold.
+_TFOLD_MIN_PATCH_BYTES = 24 * 2 ** 20
+
+
 def conv_choice(x_shape, k_shape, strides) -> str:
-    """im2col for weight-heavy layers (kernel outweighs 4x the output positions), else
+    """tfold for activation-heavy 3-D layers (im2col patches over _TFOLD_MIN_PATCH_BYTES);
+    else im2col for weight-heavy layers (kernel outweighs 4x the output positions), else
     space-to-depth; stride-1 layers use the stride-1 core directly."""
     nd = len(k_shape) - 2
+    if nd == 3 and math.prod(k_shape[:3]) > 1:
+        m_out = x_shape[0] * math.prod(-(-n // s) for n, s in zip(x_shape[1:-1], strides))
+        if 4 * m_out * math.prod(k_shape[:4]) > _TFOLD_MIN_PATCH_BYTES:
+            return "tfold"
     if all(s == 1 for s in strides):
         return "stride1"
     taps, co = math.prod(k_shape[:nd]), k_shape[-1]
@@ -189,6 +259,10 @@ def conv(x, kernel, strides, pads, form: str | None = None):
     form = form or conv_choice(x.shape, kernel.shape, strides)
     if form == "stride1":
         return conv_valid(_pad(x, [(lo, hi, 0) for lo, hi in pads]), kernel)
+    if form == "tfold":
+        return conv_tfold(x, kernel, strides, pads)
+    if form == "tfold_shift":      # an alternative (not chosen by conv_choice), tested like the rest
+        return _tfold_shift_fwd(x, kernel, tuple(strides), tuple(tuple(p) for p in pads))
     if form == "im2col":
         return conv_im2col(x, kernel, strides, pads)
     if form == "space_to_depth":
@@ -288,3 +362,62 @@ def conv_transpose(x, kernel, strides, crop, form: str | None = None):
         return lax.conv_general_dilated(x, flipped, (1,) * nd, pads, lhs_dilation=strides,
                                         dimension_numbers=dimension_numbers(nd))
     return conv_transpose_taps(x, kernel, strides, crop, form)
+
+
+# ---- max pooling --------------------------------------------------------------------------------
+
+def max_pool(x, window, strides, pads):
+    """Max pool of channels-last ``x`` (explicit (lo, hi) pads, -inf padding) as the elementwise
+    max of the prod(window) strided views, with a custom gradient that sends each output's
+    cotangent to the *first* input of its window (row-major tap order) attaining the max: the
+    rule of XLA's select_and_scatter (the gradient of lax.reduce_window max), ties included, but
+    as a few masked pads that XLA:CPU fuses instead of its slow scatter loop."""
+    return _max_pool(x, tuple(window), tuple(strides), tuple(tuple(p) for p in pads))
+
+
+def _max_pool_views(x, window, strides, pads):
+    xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype),
+                 [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
+    out = conv_out_sizes(x.shape[1:-1], window, strides, pads)
+    return xp.shape, out, _window_slices(xp, window, out, strides)
+
+
+def _max_pool_impl(x, window, strides, pads):
+    _, _, views = _max_pool_views(x, window, strides, pads)
+    y = views[0]
+    for v in views[1:]:
+        y = jnp.maximum(y, v)
+    return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, pads):
+    return _max_pool_impl(x, window, strides, pads)
+
+
+def _max_pool_fwd(x, window, strides, pads):
+    y = _max_pool_impl(x, window, strides, pads)
+    return y, (x, y)
+
+
+def _max_pool_bwd(window, strides, pads, res, g):
+    x, y = res
+    xp_shape, out, views = _max_pool_views(x, window, strides, pads)
+    taken = None
+    dxp = None
+    zero = jnp.zeros((), g.dtype)
+    for t, v in zip(itertools.product(*[range(w) for w in window]), views):
+        hit = v == y
+        if taken is not None:
+            hit = hit & ~taken
+        taken = hit if taken is None else taken | hit
+        # transpose of the strided slice starting at tap t: interior-pad by s-1, shift by t
+        cfg = [(0, 0, 0)] + [(ti, size - ti - (o - 1) * s - 1, s - 1)
+                             for ti, size, o, s in zip(t, xp_shape[1:-1], out, strides)] + [(0, 0, 0)]
+        part = lax.pad(jnp.where(hit, g, zero), zero, cfg)
+        dxp = part if dxp is None else dxp + part
+    crop = [(0, 0, 0)] + [(-lo, -hi, 0) for lo, hi in pads] + [(0, 0, 0)]
+    return (lax.pad(dxp, zero, crop),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -10,7 +10,11 @@ gradients run 30-100x slower than the forward there, while its GEMMs run near pe
 - a strided Conv is im2col in the kernel's own layout (weight-heavy layers) or a stride-1 conv
   on a space-to-depth input with a rearranged kernel (activation-heavy layers);
 - a strided ConvTranspose is one GEMM per kernel tap added into the s^d output phases (a
-  sub-pixel formulation with the phases interleaved by a reshape), without multiplying zeros.
+  sub-pixel formulation with the phases interleaved by a reshape), without multiplying zeros;
+- an activation-heavy 3-D Conv (im2col patches > 24 MB: the shift net's V1 and its 3x3x3 blocks
+  at large H, W) is one 2-D XLA conv with the temporal taps stacked into channels ("tfold");
+- max_pool is the max of strided views with a custom gradient equal to select_and_scatter's
+  (first maximal element of each window), which XLA:CPU runs slowly.
 All are exact re-indexings of the same sums (tests compare forward and both gradients with the
 reference). The default (``impl=None``) is "fast" on CPU and "reference" on GPU/TPU, where
 cuDNN/XLA handle strides well; override per layer, with ``set_default_impl``, or with the
@@ -222,10 +226,22 @@ class ConvTranspose(nn.Module):
         return y
 
 
-def max_pool(x, window: Sequence[int], strides: Sequence[int], padding: str = "VALID"):
-    """Max pool over the spatial dims of a channels-last array ("SAME" pads at the end, TF-style)."""
+def max_pool_reference(x, window, strides, pads):
+    """lax.reduce_window max (-inf padding); its gradient is XLA's select_and_scatter."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1,) + tuple(window) + (1,),
+                             (1,) + tuple(strides) + (1,), [(0, 0)] + list(pads) + [(0, 0)])
+
+
+def max_pool(x, window: Sequence[int], strides: Sequence[int], padding: str = "VALID",
+             impl: str | None = None):
+    """Max pool over the spatial dims of a channels-last array ("SAME" pads at the end, TF-style).
+
+    "fast" (CPU default) is the max of strided views with a gradient that routes each output to
+    the first maximal input of its window, exactly as the reference's select_and_scatter does
+    (conv_fast.max_pool; reverse-mode only: forward-mode autodiff needs impl="reference")."""
     pads = conv_padding(padding, x.shape[1:-1], window, strides)
     _record(kind="max_pool", name="max_pool", x_shape=x.shape, kernel_shape=tuple(window),
-            strides=tuple(strides), pads=pads, impl=None)
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1,) + tuple(window) + (1,),
-                             (1,) + tuple(strides) + (1,), [(0, 0)] + pads + [(0, 0)])
+            strides=tuple(strides), pads=pads, impl=impl)
+    if resolve_impl(impl) == "fast":
+        return conv_fast.max_pool(x, window, strides, pads)
+    return max_pool_reference(x, window, strides, pads)
