@@ -92,3 +92,20 @@ def eval_batches(source, transform: Callable[[Any, np.random.Generator], dict], 
             ex["weight"] = np.float32(g < n)
             rows.append(ex)
         yield stack(rows)
+
+
+def train_dataset_for(config, source, transform, *, process_index: int, process_count: int,
+                      local_batch: int) -> grain.IterDataset:
+    """``train_dataset`` with the seed and ``data.*`` settings every task takes from its config."""
+    d = config.data
+    return train_dataset(source, transform, seed=int(config.seed), process_index=process_index,
+                         process_count=process_count, local_batch=local_batch,
+                         shuffle=bool(d.shuffle), workers=int(d.workers), prefetch=int(d.prefetch))
+
+
+def eval_batches_for(config, source, transform, *, process_index: int, process_count: int,
+                     local_batch: int):
+    """``eval_batches`` with the held-out seed and ``data.eval_batches`` from the config."""
+    return eval_batches(source, transform, seed=int(config.seed) + 17,
+                        process_index=process_index, process_count=process_count,
+                        local_batch=local_batch, max_batches=int(config.data.eval_batches))

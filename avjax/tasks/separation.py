@@ -263,11 +263,10 @@ class Task:
     def train_data(self, process_index, process_count, local_batch):
         d = self.config.data
         source = self.train_source = default_data.open_source(d, "train", int(self.config.seed))
-        ds = pipeline.train_dataset(
-            source, functools.partial(_cut, spec=self.spec, train=True),
-            seed=int(self.config.seed), process_index=process_index,
-            process_count=process_count, local_batch=self._clips_per_step(local_batch),
-            shuffle=bool(d.shuffle), workers=int(d.workers), prefetch=int(d.prefetch))
+        ds = pipeline.train_dataset_for(
+            self.config, source, functools.partial(_cut, spec=self.spec, train=True),
+            process_index=process_index, process_count=process_count,
+            local_batch=self._clips_per_step(local_batch))
         return ds.map(functools.partial(sep_mix.mix_batch, variant=self.variant))
 
     def eval_data(self, process_index, process_count, local_batch):
@@ -277,11 +276,9 @@ class Task:
             paired = sep_mix.PairedSource(source)
         except ValueError as e:
             raise UserError(f"{e}; check data.eval_path") from None
-        return pipeline.eval_batches(
-            paired, functools.partial(sep_mix.mix_pair, spec=self.spec),
-            seed=int(self.config.seed) + 17, process_index=process_index,
-            process_count=process_count, local_batch=local_batch,
-            max_batches=int(d.eval_batches))
+        return pipeline.eval_batches_for(
+            self.config, paired, functools.partial(sep_mix.mix_pair, spec=self.spec),
+            process_index=process_index, process_count=process_count, local_batch=local_batch)
 
 
 def _cut(data, rng, *, spec, train):

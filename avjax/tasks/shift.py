@@ -90,20 +90,16 @@ class Task:
     def train_data(self, process_index, process_count, local_batch):
         d = self.config.data
         source = self.train_source = default_data.open_source(d, "train", int(self.config.seed))
-        return pipeline.train_dataset(
-            source, functools.partial(_example, spec=self.spec, train=True),
-            seed=int(self.config.seed), process_index=process_index,
-            process_count=process_count, local_batch=local_batch, shuffle=bool(d.shuffle),
-            workers=int(d.workers), prefetch=int(d.prefetch))
+        return pipeline.train_dataset_for(
+            self.config, source, functools.partial(_example, spec=self.spec, train=True),
+            process_index=process_index, process_count=process_count, local_batch=local_batch)
 
     def eval_data(self, process_index, process_count, local_batch):
         d = self.config.data
         source = default_data.open_source(d, "eval", int(self.config.seed))
-        return pipeline.eval_batches(
-            source, functools.partial(_example, spec=self.spec, train=False),
-            seed=int(self.config.seed) + 17, process_index=process_index,
-            process_count=process_count, local_batch=local_batch,
-            max_batches=int(d.eval_batches))
+        return pipeline.eval_batches_for(
+            self.config, source, functools.partial(_example, spec=self.spec, train=False),
+            process_index=process_index, process_count=process_count, local_batch=local_batch)
 
 
 def _example(data, rng, *, spec, train):
