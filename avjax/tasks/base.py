@@ -43,3 +43,13 @@ class Task(Protocol):
 
     def eval_data(self, process_index: int, process_count: int, local_batch: int) -> Iterator[Batch]:
         """One pass over the held-out split, as numpy batches for this process."""
+
+
+def apply_model(model, params, model_state, *args, train: bool):
+    """``model.apply`` with the task's explicit state: in training the mutable collections
+    (BatchNorm statistics) come back updated, at evaluation they pass through unchanged."""
+    variables = {"params": params, **model_state}
+    if train:
+        out, updates = model.apply(variables, *args, train=True, mutable=list(model_state))
+        return out, {**model_state, **updates}
+    return model.apply(variables, *args, train=False), model_state

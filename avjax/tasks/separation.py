@@ -29,6 +29,7 @@ from avjax.audio import audio_samples_for_frames
 from avjax.errors import UserError
 from avjax.models import sep_unet, shift_net
 from avjax.models.sep_av import AVSeparator
+from avjax.tasks.base import apply_model
 from avjax.models.sep_unet import SepUNet
 from data_pipelines import default_data, pipeline, sep_mix
 
@@ -159,12 +160,7 @@ class Task:
         return variables
 
     def _apply(self, params, model_state, args, train):
-        variables = {"params": params, **model_state}
-        if train:
-            out, updates = self.model.apply(variables, *args, train=True,
-                                            mutable=list(model_state))
-            return out, {**model_state, **updates}
-        return self.model.apply(variables, *args, train=False), model_state
+        return apply_model(self.model, params, model_state, *args, train=train)
 
     def targets(self, batch):
         """(B, 2, T, F, 2) normalised (dB, phase/π) and complex (B, 2, T, F+1) of the sources."""

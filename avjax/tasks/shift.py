@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from avjax.models import shift_net
+from avjax.tasks.base import apply_model
 from data_pipelines import default_data, pipeline
 from data_pipelines.shift_clips import ClipSpec, make_example
 
@@ -49,12 +50,7 @@ class Task:
 
     # -- objective -------------------------------------------------------------------------
     def _apply(self, params, model_state, video, audio, train):
-        variables = {"params": params, **model_state}
-        if train:
-            out, updates = self.model.apply(variables, video, audio, train=True,
-                                            mutable=list(model_state))
-            return out, {**model_state, **updates}
-        return self.model.apply(variables, video, audio, train=False), model_state
+        return apply_model(self.model, params, model_state, video, audio, train=train)
 
     def loss(self, params, model_state, batch, rng, train):
         out, model_state = self._apply(params, model_state, frames_to_unit(batch["video"]),
