@@ -23,6 +23,7 @@ from avjax import checkpointing, distributed, optim, sharding, tasks
 from avjax.config_cli import config_to_json
 from avjax.errors import UserError
 from avjax.metrics_log import MetricsWriter
+from avjax.step_timing import DeviceIdleMeter
 
 
 @flax.struct.dataclass
@@ -200,6 +201,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     stop = _StopRequest()
     bar = _progress(config, start, total)
     t_interval, input_time = time.perf_counter(), 0.0
+    idle_meter = DeviceIdleMeter()
     result: dict[str, Any] = {}
 
     def check_finite(fetched):
@@ -220,6 +222,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             input_time += time.perf_counter() - t0
             with jax.transfer_guard("disallow"):
                 state, metrics = trainer.train_step(state, batch, rng)
+            idle_meter.dispatched(metrics["loss"])
             history.append((step, metrics))
             if bar is not None:
                 bar.update(1)
@@ -232,8 +235,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                     check_finite(fetched)
                 mean = {k: float(np.mean([f[k] for f in fetched])) for k in fetched[-1]}
                 elapsed = time.perf_counter() - t_interval
+                idle_meter.sync()
                 mean["examples_per_s"] = len(history) * int(config.batch_size) / elapsed
-                mean["input_wait_frac"] = input_time / elapsed
+                # input_wait_frac: the device idle between steps (step_timing.py);
+                # input_fetch_frac: the loop thread's time getting batches, mostly overlapping
+                # steps still running under asynchronous dispatch.
+                mean["input_wait_frac"] = idle_meter.take_idle() / elapsed
+                mean["input_fetch_frac"] = input_time / elapsed
                 source = getattr(trainer.task, "train_source", None)
                 if getattr(source, "num_skipped", 0):   # data.skip_corrupt (threads only)
                     mean["skipped_records"] = source.num_skipped
@@ -244,13 +252,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                                     ex_s=f"{mean['examples_per_s']:.1f}")
                 history.clear()
                 t_interval, input_time = time.perf_counter(), 0.0
+                idle_meter.restart()   # the pause for logging is not an input wait
             if save_now:
                 ckpt.save(step, state, data_iter)
                 last_saved = step
+                idle_meter.restart()
             if step % int(config.eval_every) == 0 or step == total:
                 result["eval"] = trainer.evaluate(state)
                 writer.write(step, "eval", result["eval"])
                 t_interval = time.perf_counter()
+                idle_meter.restart()
             if stop_now:
                 ckpt.wait()
                 raise KeyboardInterrupt(f"stopped by signal at step {step}; checkpoint saved")
@@ -258,6 +269,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             result["eval"] = trainer.evaluate(state)
     finally:
         stop.restore()
+        idle_meter.close()
         if bar is not None:
             bar.close()
         ckpt.close()

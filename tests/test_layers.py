@@ -180,3 +180,40 @@ def test_conv_choice_at_shift_net_shapes():
     assert conv_fast.conv_choice((2, 4, 4, 4, 512), (3, 3, 3, 512, 512), (1, 1, 1)) == "stride1"
     assert conv_fast.conv_choice((2, 8, 14, 14, 128), (1, 1, 1, 128, 256), (2, 2, 2)) != "tfold"
     assert conv_fast.conv_choice((2, 1401, 1, 64), (15, 1, 64, 128), (4, 1)) != "tfold"
+
+
+def test_concat_pointwise_conv_equals_conv_on_the_materialised_concat():
+    """The shift net's F4: video features shared by the audio passes, audio tiled over H, W."""
+    b, p, t, h, w, cv, ca, f = 2, 3, 4, 5, 6, 7, 5, 9
+    ka, kb = jax.random.split(jax.random.key(3))
+    v = jax.random.normal(ka, (b, 1, t, h, w, cv))
+    a = jax.random.normal(kb, (b, p, t, 1, 1, ca))
+    split = layers.ConcatPointwiseConv(f, 3)
+    full = layers.Conv(f, (1, 1, 1), impl="reference")
+
+    def concat(v, a):
+        shape = (b, p, t, h, w)
+        x = jnp.concatenate([jnp.broadcast_to(v, shape + (cv,)), jnp.broadcast_to(a, shape + (ca,))], -1)
+        return x.reshape((b * p, t, h, w, cv + ca))
+
+    params = split.init(jax.random.key(0), v, a)
+    ref_params = full.init(jax.random.key(0), concat(v, a))
+    np.testing.assert_array_equal(params["params"]["kernel"], ref_params["params"]["kernel"])
+    assert params["params"]["kernel"].shape == (1, 1, 1, cv + ca, f)
+
+    def loss_split(params, v, a):
+        y = split.apply(params, v, a).reshape((b * p, t, h, w, f))
+        return jnp.sum(jnp.sin(y)), y
+
+    def loss_full(params, v, a):
+        y = full.apply(params, concat(v, a))
+        return jnp.sum(jnp.sin(y)), y
+
+    (l1, y1), g1 = jax.value_and_grad(loss_split, argnums=(0, 1, 2), has_aux=True)(params, v, a)
+    (l2, y2), g2 = jax.value_and_grad(loss_full, argnums=(0, 1, 2), has_aux=True)(params, v, a)
+    np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+    for x1, x2 in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):   # sums in another order
+        np.testing.assert_allclose(x1, x2, rtol=1e-5, atol=1e-5 * float(jnp.abs(x2).max()))
+    with layers.record_calls() as calls:
+        split.apply(params, v, a)
+    assert calls[0]["x_shape"] == (b * p, t, h, w, cv + ca)

@@ -44,6 +44,8 @@ class ASMP(nn.Module):
     use_gat: bool = True
     use_edgeconv: bool = True
     use_gru: bool = True
+    node_norm: bool = False    # input BatchNorm of node features (asmp_graph.GraphEncoder)
+    condition_head: bool = False   # a linear class head on the object slots' conditions
     max_slots: int = 3         # slot offsets of the no-GRU ablation
 
     @property
@@ -52,13 +54,16 @@ class ASMP(nn.Module):
 
     def setup(self):
         self.graph = GraphEncoder(self.map_hidden, self.map_out, self.heads, self.head_features,
-                                  self.edge_features, self.use_gat, self.use_edgeconv)
+                                  self.edge_features, self.use_gat, self.use_edgeconv,
+                                  self.node_norm)
         if self.use_gru:
             self.gru = nn.GRUCell(self.gru_features)
         else:
             self.slot_proj = nn.Dense(self.gru_features)
             self.slot_offset = self.param("slot_offset", nn.initializers.normal(0.02),
                                           (self.max_slots, self.gru_features))
+        if self.condition_head:
+            self.cond_head = nn.Dense(self.num_audio_classes)
         self.unet = ASMPUNet(ngf=self.unet_ngf, film=self.unet_film)
         self.classifier = Classifier(self.classifier_width, self.num_audio_classes)
         self.direction = DirectionNet(self.direction_width, self.direction_embed,
@@ -97,7 +102,8 @@ class ASMP(nn.Module):
         """mix (B, N) waveforms; per video v ∈ {0, 1}: graphs (B, 2, n, ·), relative motion
         windows rel (B, 2). Returns masks (B, 2, T, H, W) for T = P + 1 slots (P = principal
         slots, from ``num_principals`` below), the warped mixture, and logits of the object
-        slots: class (B, 2, P, 15), direction (B, 2, P, C); slot conditions (B, 2, T, D)."""
+        slots: class (B, 2, P, 15), direction (B, 2, P, C); slot conditions (B, 2, T, D); with
+        ``condition_head`` also the conditions' own class logits (B, 2, P, 15)."""
         return self.forward(mix, nodes, node_mask, edge_w, rel, 1, train)
 
     def forward(self, mix, nodes, node_mask, edge_w, rel, num_principals: int, train: bool):
@@ -117,5 +123,8 @@ class ASMP(nn.Module):
         cls = self.classify(flat, train).reshape(b, v, p, -1)
         rel_flat = jnp.repeat(rel.reshape(b * v), p)
         dirs = self.directions(flat, rel_flat, train).reshape(b, v, p, -1)
-        return {"masks": masks, "mix_spec": spec, "mix_warped": mix_w, "cls_logits": cls,
-                "dir_logits": dirs, "cond": cond}
+        out = {"masks": masks, "mix_spec": spec, "mix_warped": mix_w, "cls_logits": cls,
+               "dir_logits": dirs, "cond": cond}
+        if self.condition_head:     # class logits of the object slots' conditions (B, 2, P, 15)
+            out["cond_logits"] = self.cond_head(cond[:, :, :p])
+        return out

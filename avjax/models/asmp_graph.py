@@ -126,12 +126,18 @@ class GraphEncoder(nn.Module):
     edge_features: int = 256
     use_gat: bool = True
     use_edgeconv: bool = True
+    node_norm: bool = False   # BatchNorm of the input features over real nodes (not in the
+                              # paper; see configs/asmp.py local)
 
     @nn.compact
     def __call__(self, nodes, node_mask, edge_w, train: bool):
         g = node_mask.shape[0]
         graph, nm, em = to_graphs_tuple(nodes, node_mask, edge_w)
-        x = nn.Dense(self.map_hidden, name="map_fc1")(graph.nodes)
+        x = graph.nodes
+        if self.node_norm:
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             name="node_bn")(x, mask=nm[:, None] > 0)
+        x = nn.Dense(self.map_hidden, name="map_fc1")(x)
         x = nn.Dense(self.map_out, name="map_fc2")(nn.leaky_relu(x, 0.2))
         x = x * nm[:, None]
         out_dim = self.heads * self.head_features

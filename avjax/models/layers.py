@@ -193,6 +193,36 @@ class Conv(nn.Module):
         return y
 
 
+class ConcatPointwiseConv(nn.Module):
+    """A 1×…×1 ``Conv`` (no bias) over ``concat([a, b], -1)``, where a and b broadcast against
+    each other to the output's shape. Computed as a·K[:ca] + b·K[ca:] on each input's own shape,
+    so a tensor repeated along some axes (the shift net's video features per audio pass, audio
+    features tiled over H and W) is multiplied once, not once per copy. Same parameter
+    (``kernel`` of shape (1,…,1, ca + cb, features)) and numbers as the Conv on the concat."""
+    features: int
+    spatial_dims: int          # the conv's N (kernel (1,)*N + (in, out)); leading axes are batch
+    kernel_init: Callable = he_normal
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, a, b):
+        nd = self.spatial_dims
+        if a.ndim != b.ndim or a.ndim < nd + 2:
+            raise ValueError(f"ConcatPointwiseConv{nd}D needs inputs of equal rank >= {nd + 2}, "
+                             f"got {a.shape} and {b.shape}")
+        ca, cb = a.shape[-1], b.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (1,) * nd + (ca + cb, self.features),
+                            self.param_dtype)
+        full = jnp.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+        shape = (math.prod(full[:len(full) - nd]),) + full[len(full) - nd:] + (ca + cb,)
+        _record(kind="conv", name="/".join(self.scope.path), x_shape=shape,
+                kernel_shape=kernel.shape, strides=(1,) * nd, pads=[(0, 0)] * nd, impl=None)
+        dtype = self.dtype or a.dtype
+        k = kernel.reshape(ca + cb, self.features).astype(dtype)
+        return a.astype(dtype) @ k[:ca] + b.astype(dtype) @ k[ca:]
+
+
 class ConvTranspose(nn.Module):
     """N-D transposed convolution (PyTorch semantics). ``padding``: "SAME" → out = in·stride,
     or PyTorch-style ints / (lo, hi) pairs cropped from the full output."""

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avjax.audio import audio_samples_for_frames, mu_law_compress  # noqa: F401  (re-exported)
-from avjax.models.layers import Conv, max_pool
+from avjax.models.layers import ConcatPointwiseConv, Conv, max_pool
 
 __all__ = ["ShiftNet", "ResBlock", "fractional_max_pool", "fractional_pool_windows", "l2_penalty",
            "audio_samples_for_frames", "channels"]
@@ -151,12 +151,14 @@ class ShiftNet(nn.Module):
         if not self.use_audio:
             a = jnp.zeros_like(a)
 
-        # Fusion (F3..F6): tile audio over H, W; concat with the shared video features.
+        # Fusion (F3..F6): tile audio over H, W; concat with the shared video features. F4 is
+        # a 1×1×1 conv on that concat: computed per video and per audio frame, then broadcast.
         ca = a.shape[-1]
         vf = jnp.broadcast_to(v[:, None], (b, p) + v.shape[1:]).reshape((b * p,) + v.shape[1:])
         at = jnp.broadcast_to(a[:, :, :, None, :], (b * p, t0, h0, w0, ca))
-        x = jnp.concatenate([vf, at], axis=-1)
-        x = Conv(c512, (1, 1, 1), dtype=dt, name="f4_conv")(x)
+        x = ConcatPointwiseConv(c512, 3, dtype=dt, name="f4_conv")(
+            v[:, None], a.reshape(b, p, t0, 1, 1, ca))                # (B, P, T0, H0, W0, 512)
+        x = x.reshape((b * p,) + x.shape[2:])
         x = nn.relu(norm("f4_bn")(x))
         x = Conv(c128, (1, 1, 1), use_bias=True, dtype=dt, name="f5_conv")(x)
         short = jnp.concatenate([vf, at[..., ca - (c128 - cv):]], axis=-1)   # video ‖ audio 64..127

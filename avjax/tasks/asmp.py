@@ -8,6 +8,8 @@ segment, padded scene graph, class and direction labels. Loss (spec §7):
                  spectrograms (model.cls_weight, 1);
   orthogonality  L_orth over the GRU slot outputs (model.orth_weight, 1);
   direction      cross-entropy on object slots with a motion window (model.dir_weight, 0.05).
+  condition      (model.cond_cls_weight > 0; not in the paper, configs/asmp.py:local) cross-
+                 entropy of a linear class head on each object slot's condition.
 Per-sub-network learning rates: ``param_labels`` labels the top-level sub-networks (graph, gru,
 unet, classifier, direction) for optimizer.group_lr.
 
@@ -33,7 +35,7 @@ from avjax.models.asmp import ASMP
 from data_pipelines import asmp_graphs as G
 from data_pipelines import default_data, pipeline
 
-SUBNETS = {"graph": "graph", "gru": "gru", "slot_proj": "gru", "slot_offset": "gru",
+SUBNETS = {"cond_head": "graph", "graph": "graph", "gru": "gru", "slot_proj": "gru", "slot_offset": "gru",
            "unet": "unet", "classifier": "classifier", "direction": "direction"}
 
 
@@ -74,6 +76,8 @@ def build_model(config) -> ASMP:
         num_direction_classes=int(m.num_direction_classes),
         dir_stride=stride, dir_width=frames - stride * r_max,
         use_gat=bool(m.use_gat), use_edgeconv=bool(m.use_edgeconv), use_gru=bool(m.use_gru),
+        node_norm=bool(m.get("node_norm", False)),
+        condition_head=float(m.get("cond_cls_weight", 0.0)) > 0,
         max_slots=max(int(d.train_principals), int(d.eval_principals)) + 1)
 
 
@@ -163,9 +167,14 @@ class Task:
         orth = orthogonality_loss(cond.reshape((-1,) + cond.shape[2:])) if p + 1 > 1 else 0.0
         total = (float(m.cosep_weight) * cosep + float(m.cls_weight) * cls_loss
                  + float(m.orth_weight) * orth + float(m.dir_weight) * dir_loss)
-        return total, {"coseparation": cosep, "classification": cls_loss, "orthogonality": orth,
-                       "direction": dir_loss, "class_accuracy": cls_acc,
-                       "direction_accuracy": dir_acc}
+        metrics = {"coseparation": cosep, "classification": cls_loss, "orthogonality": orth,
+                   "direction": dir_loss, "class_accuracy": cls_acc,
+                   "direction_accuracy": dir_acc}
+        if "cond_logits" in out:
+            cond_loss, cond_acc = _masked_xent(out["cond_logits"], batch["cls"], batch["cls_valid"])
+            total = total + float(m.cond_cls_weight) * cond_loss
+            metrics.update(condition_classification=cond_loss, condition_accuracy=cond_acc)
+        return total, metrics
 
     def loss(self, params, model_state, batch, rng, train):
         variables = {"params": params, **model_state}
