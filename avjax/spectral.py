@@ -118,6 +118,25 @@ def istft(spec, n_fft: int, hop: int, win_length: int | None = None, center: boo
     return y
 
 
+def istft_coverage(n_fft: int, hop: int, length: int, win_length: int | None = None,
+                   center: bool = False) -> np.ndarray:
+    """(length,) the summed squared window ``istft`` divides sample t of a ``length``-sample
+    signal's spectrogram by (frames = 1 + length // hop when centred, as ``stft`` gives).
+
+    Where it is small (the last ~n_fft/2 samples of a centred signal, covered by one frame's
+    tail) istft multiplies any change made to the spectrogram by its inverse; overlap-adding
+    several windows' inverses weighted by it (Σ coverage·estimate / Σ coverage) is the
+    least-squares inverse of all their frames together, with no such amplification."""
+    window = _padded_window(n_fft, win_length)
+    frames = 1 + length // hop if center else 1 + (length - n_fft) // hop
+    wss = _window_sumsquare(window, frames, hop)
+    start = n_fft // 2 if center else 0
+    out = np.zeros(length, np.float64)
+    seg = wss[start:start + length]
+    out[:len(seg)] = seg
+    return out.astype(np.float32)
+
+
 def frame_stft(x, frame_length: int, hop: int, fft_length: int):
     """tf.signal.stft(x, frame_length, hop, fft_length) (periodic Hann, no end padding):
     each frame of ``frame_length`` samples is windowed, then zero-padded at its end."""

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from avjax import asmp_frontend as F
+from avjax import spectral
 from avjax.errors import UserError
 from avjax.models.asmp import ASMP
 from data_pipelines import asmp_graphs as G
@@ -116,10 +117,16 @@ class Task:
         if starts[-1] != length - n:
             starts.append(length - n)      # the final tail window
         self.eval_starts = np.asarray(starts, np.int32)
+        # Each window's inverse STFT is weighted by its own frame coverage (spectral.
+        # istft_coverage) instead of 1: a plain "divide by the overlap count" also averages the
+        # last ~n_fft/2 samples of every window, where istft divides by a vanishing window sum
+        # and so multiplies the mask's errors (up to ~1e3); with count weighting, finer hops
+        # scored lower (1 s: 7.45 dB, 0.5 s: 6.97, 0.25 s: 6.44 on one checkpoint).
+        self.eval_weight = spectral.istft_coverage(self.fe.n_fft, self.fe.hop, n, center=True)
         count = np.zeros(length, np.float32)
         for s in starts:
-            count[s:s + n] += 1
-        self.eval_count = count
+            count[s:s + n] += self.eval_weight
+        self.eval_count = np.where(count > 0, count, 1.0).astype(np.float32)
 
     # -- shapes and variables ------------------------------------------------------------
     def _zeros(self, spec, batch_size, train):
@@ -218,6 +225,7 @@ class Task:
             mix_w = F.warp(fe, jnp.abs(spec))
             masks = model.apply(variables, F.log_mag(mix_w), conds, False, method=ASMP.masks)
             est = F.istft(fe, F.unwarp(fe, masks) * spec[:, None], n)   # (B, 8, n)
+            est = est * jnp.asarray(self.eval_weight)
             cur = jax.lax.dynamic_slice_in_dim(acc, start, n, axis=2)
             return jax.lax.dynamic_update_slice_in_dim(acc, cur + est, start, axis=2), None
 
