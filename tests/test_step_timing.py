@@ -43,3 +43,31 @@ def test_gaps_between_steps_are_idle_and_queued_steps_are_not():
     finally:
         meter.close()
     assert not any(th.name == "device-idle-meter" and th.is_alive() for th in threading.enumerate())
+
+
+def test_real_device_steps():
+    """With jitted steps: queued back-to-back steps leave no idle time; a host pause between a
+    finished step and the next dispatch is counted."""
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda x: jnp.tanh(x @ x) / 64.0)
+    x = jnp.ones((256, 256))
+    f(x).block_until_ready()
+    meter = DeviceIdleMeter()
+    try:
+        y = x
+        for _ in range(5):
+            y = f(y)
+            meter.dispatched(y)
+        meter.sync()
+        assert meter.take_idle() < 0.02
+        for _ in range(3):
+            y = f(y)
+            meter.dispatched(y)
+            y.block_until_ready()
+            time.sleep(0.1)
+        meter.sync()
+        assert 0.15 < meter.take_idle() < 0.35
+    finally:
+        meter.close()
