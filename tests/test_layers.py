@@ -176,7 +176,8 @@ def test_record_calls_lists_layers():
 def test_conv_choice_at_shift_net_shapes():
     # activation-heavy 3-D layers fold time into a 2-D conv; small or weight-heavy ones do not
     assert conv_fast.conv_choice((1, 32, 112, 112, 3), (5, 7, 7, 3, 64), (2, 2, 2)) == "tfold"
-    assert conv_fast.conv_choice((1, 16, 28, 28, 64), (3, 3, 3, 64, 64), (1, 1, 1)) == "tfold"
+    assert conv_fast.conv_choice((1, 16, 28, 28, 64), (3, 3, 3, 64, 64), (1, 1, 1)) == "tfold_shift"
+    assert conv_fast.conv_choice((2, 16, 28, 28, 128), (3, 3, 3, 128, 128), (1, 1, 1)) == "tfold"
     assert conv_fast.conv_choice((2, 4, 4, 4, 512), (3, 3, 3, 512, 512), (1, 1, 1)) == "stride1"
     assert conv_fast.conv_choice((2, 8, 14, 14, 128), (1, 1, 1, 128, 256), (2, 2, 2)) != "tfold"
     assert conv_fast.conv_choice((2, 1401, 1, 64), (15, 1, 64, 128), (4, 1)) != "tfold"

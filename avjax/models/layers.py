@@ -13,6 +13,8 @@ gradients run 30-100x slower than the forward there, while its GEMMs run near pe
   sub-pixel formulation with the phases interleaved by a reshape), without multiplying zeros;
 - an activation-heavy 3-D Conv (im2col patches > 24 MB: the shift net's V1 and its 3x3x3 blocks
   at large H, W) is one 2-D XLA conv with the temporal taps stacked into channels ("tfold");
+  a narrow one (<= 64 channels, stride 1 in time) instead makes the taps output channels of
+  one 2-D conv and adds their time-shifted slices ("tfold_shift", derivatives from "tfold");
 - max_pool is the max of strided views with a custom gradient equal to select_and_scatter's
   (first maximal element of each window), which XLA:CPU runs slowly.
 All are exact re-indexings of the same sums (tests compare forward and both gradients with the
