@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run one avjax command as several local processes that form one JAX cluster (CPU, gloo).
-# Each process gets DEVICES fake CPU devices, so 2 × 4 behaves like two 4-device hosts.
+# Each process gets DEVICES fake CPU devices, so 2 × 4 behaves like two 4-device hosts (the
+# count goes last in XLA_FLAGS, so an inherited device count cannot override it).
 #   launch/local_multiprocess.sh 2 4 python -m avjax.main --config=configs/shift.py:local --workdir=W
 # Exits non-zero if any process fails; a failing process stops the others.
 set -euo pipefail
@@ -15,7 +16,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 for ((i = 0; i < nprocs; i++)); do
   JAX_COORDINATOR_ADDRESS=127.0.0.1:$port JAX_NUM_PROCESSES=$nprocs JAX_PROCESS_ID=$i \
-  JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=$devices ${XLA_FLAGS:-}" \
+  JAX_PLATFORMS=cpu XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$devices" \
     "$@" >"$logdir/process_$i.log" 2>&1 &
   pids+=($!)
 done

@@ -10,14 +10,20 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, tiny_overrides, xla_flags
 
 SHIFT = os.path.join(ROOT, "configs", "shift.py")
 
 
-def _env(devices: int):
+def _env(devices: int | None):
+    """A CPU subprocess with `devices` fake devices. 1 is the CPU default and is not passed as a
+    flag: XLA_FLAGS are part of JAX's compilation cache key, so the 1-device runs here load the
+    programs that the same 1-device training (tests/test_bad_input.py) compiled. None: no device
+    count at all (launch/local_multiprocess.sh sets its own per process; an inherited count
+    would override it)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(*([f"--xla_force_host_platform_device_count={devices}"]
+                                   if devices and devices != 1 else []))
     return env
 
 
@@ -41,22 +47,33 @@ def _params(workdir, step=None):
 
 @pytest.fixture(scope="module")
 def runs(tiny_records, tmp_path_factory):
+    """The same tiny training on 1 device, 8 devices and 2 processes × 4 devices. The three runs
+    are independent (own workdirs), so they run at the same time: each is mostly single-threaded
+    XLA compilation, and the machine has more than one core."""
     base = tmp_path_factory.mktemp("runs")
-    out = {}
-    one = base / "one_device"
-    subprocess.run(_cmd(one, tiny_records), env=_env(1), check=True, cwd=ROOT,
-                   capture_output=True)
-    out["one"] = one
-    eight = base / "eight_devices"
-    subprocess.run(_cmd(eight, tiny_records), env=_env(8), check=True, cwd=ROOT,
-                   capture_output=True)
-    out["eight"] = eight
-    multi = base / "two_processes"
-    r = subprocess.run(["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "2", "4"]
-                       + _cmd(multi, tiny_records), env=_env(1), cwd=ROOT,
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    out["multi"] = multi
+    out = {k: base / name for k, name in (("one", "one_device"), ("eight", "eight_devices"),
+                                          ("multi", "two_processes"))}
+    launch = ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "2", "4"]
+    cmds = {"one": (_cmd(out["one"], tiny_records), _env(1)),
+            "eight": (_cmd(out["eight"], tiny_records), _env(8)),
+            "multi": (launch + _cmd(out["multi"], tiny_records), _env(None))}
+    procs = {}
+    for k, (cmd, env) in cmds.items():
+        with open(base / f"{k}.log", "w") as log:
+            procs[k] = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log,
+                                        stderr=subprocess.STDOUT)
+    failed = []
+    try:
+        for k, proc in procs.items():
+            rc = proc.wait(timeout=900)
+            if rc != 0:
+                failed.append(f"{k} run exited {rc}:\n{(base / f'{k}.log').read_text()[-2000:]}")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+    assert not failed, "\n".join(failed)
     return out
 
 
@@ -104,12 +121,26 @@ def test_sigkill_then_rerun_matches_uninterrupted(runs, tiny_records, tmp_path):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
-def test_nan_stops_with_message(tiny_records, tmp_path):
-    r = subprocess.run(_cmd(tmp_path / "nan", tiny_records, **{"optimizer.lr": 1e30,
-                                                                "total_steps": 12}),
-                       env=_env(1), cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2
-    last = r.stderr.strip().splitlines()[-1]
+@pytest.fixture(scope="module", autouse=True)
+def nan_run(tiny_records, tmp_path_factory):
+    """The diverging run of test_nan_stops_with_message, started when this module starts so that
+    it compiles (its learning rate is a constant of the program: nothing to share) while the
+    `runs` fixture's subprocesses do."""
+    work = tmp_path_factory.mktemp("nan")
+    with open(work / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(_cmd(work / "nan", tiny_records, **{"optimizer.lr": 1e30,
+                                                                   "total_steps": 12}),
+                                env=_env(1), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    yield proc, work / "stderr.txt"
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_nan_stops_with_message(nan_run):
+    proc, stderr = nan_run
+    assert proc.wait(timeout=900) == 2
+    last = stderr.read_text().strip().splitlines()[-1]
     assert "loss became NaN/Inf at step" in last and "last good checkpoint" in last
 
 
