@@ -36,8 +36,9 @@ from avjax.models.asmp import ASMP
 from data_pipelines import asmp_graphs as G
 from data_pipelines import default_data, pipeline
 
-SUBNETS = {"cond_head": "graph", "graph": "graph", "gru": "gru", "slot_proj": "gru", "slot_offset": "gru",
-           "unet": "unet", "classifier": "classifier", "direction": "direction"}
+SUBNETS = {"graph": "graph", "cond_head": "graph", "gru": "gru", "slot_proj": "gru",
+           "slot_offset": "gru", "unet": "unet", "classifier": "classifier",
+           "direction": "direction"}
 
 
 def example_spec(config, train: bool) -> G.ExampleSpec:
@@ -120,8 +121,9 @@ class Task:
         # Each window's inverse STFT is weighted by its own frame coverage (spectral.
         # istft_coverage) instead of 1: a plain "divide by the overlap count" also averages the
         # last ~n_fft/2 samples of every window, where istft divides by a vanishing window sum
-        # and so multiplies the mask's errors (up to ~1e3); with count weighting, finer hops
-        # scored lower (1 s: 7.45 dB, 0.5 s: 6.97, 0.25 s: 6.44 on one checkpoint).
+        # and so multiplies the mask's errors (by up to ~1e9 at 510/256 and 32 767 samples);
+        # with count weighting, finer hops scored lower (1 s: 7.45 dB, 0.5 s: 6.97, 0.25 s:
+        # 6.44 on one checkpoint).
         self.eval_weight = spectral.istft_coverage(self.fe.n_fft, self.fe.hop, n, center=True)
         count = np.zeros(length, np.float32)
         for s in starts:
