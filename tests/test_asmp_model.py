@@ -142,3 +142,28 @@ def test_unet_k_conditions_per_input_equal_repeated_inputs():
     np.testing.assert_allclose(a.reshape(b.shape), b, rtol=1e-4, atol=1e-5)
     for p, q in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
         np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides,pool,expect", [((2, 2), True, (32, 11)),   # paper stem: 4× in t
+                                                 ((2, 1), False, (64, 44))])  # configs/asmp local
+def test_direction_stem_keeps_time_resolution(strides, pool, expect):
+    """The stem knob sets the first stage's (freq, time) size on a 128×44 direction slice; the
+    local config's stem keeps every frame (its echo cues are 2 frames apart)."""
+    from avjax.models.asmp_resnet import DirectionNet
+    net = DirectionNet(4, 8, 8, 28, strides, pool)
+    x = np.zeros((2, 128, 44, 1), np.float32)
+    v = jax.eval_shape(lambda k, x: net.init(k, x, False), jax.random.key(0), x)
+    (logits, state) = jax.eval_shape(
+        lambda v, x: net.apply(v, x, False, capture_intermediates=True,
+                               mutable=["intermediates"]), v, x)
+    assert logits.shape == (2, 28)
+    first = state["intermediates"]["resnet"]["layer1_0"]["__call__"][0]
+    assert first.shape[1:3] == expect
+
+
+def test_local_config_uses_the_time_resolving_direction_stem():
+    from avjax.tasks.asmp import build_model
+    m = build_model(asmp_config.get_config("local"))
+    assert m.direction_stem_strides == (2, 1) and not m.direction_stem_pool
+    paper = build_model(asmp_config.get_config())
+    assert paper.direction_stem_strides == (2, 2) and paper.direction_stem_pool

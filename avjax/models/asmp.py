@@ -37,6 +37,8 @@ class ASMP(nn.Module):
     direction_width: int = 64
     direction_embed: int = 512
     direction_hidden: int = 256
+    direction_stem_strides: tuple[int, int] = (2, 2)   # (freq, time); paper: 2, 2 + max pool
+    direction_stem_pool: bool = True
     num_audio_classes: int = 15
     num_direction_classes: int = 28
     dir_stride: int = 42       # frames per 1-s window position (spec: 42)
@@ -67,7 +69,9 @@ class ASMP(nn.Module):
         self.unet = ASMPUNet(ngf=self.unet_ngf, film=self.unet_film)
         self.classifier = Classifier(self.classifier_width, self.num_audio_classes)
         self.direction = DirectionNet(self.direction_width, self.direction_embed,
-                                      self.direction_hidden, self.num_direction_classes)
+                                      self.direction_hidden, self.num_direction_classes,
+                                      tuple(self.direction_stem_strides),
+                                      self.direction_stem_pool)
 
     # -- pieces ----------------------------------------------------------------------------
     def condition(self, nodes, node_mask, edge_w, num_slots: int, train: bool):

@@ -36,15 +36,19 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """(B, H, W, 1) → (B, 8·base) features (global max pool)."""
+    """(B, H, W, 1) → (B, 8·base) features (global max pool). ``stem_strides`` and
+    ``stem_pool`` set the stem's downsampling (paper: 7×7 stride 2, then 3×3/2 max pool)."""
     base: int = 64
+    stem_strides: tuple[int, int] = (2, 2)
+    stem_pool: bool = True
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = layers.Conv(self.base, (7, 7), 2, padding=3, name="conv1")(x)
+        x = layers.Conv(self.base, (7, 7), tuple(self.stem_strides), padding=3, name="conv1")(x)
         x = nn.relu(_bn(train, "bn1")(x))
-        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-        x = layers.max_pool(x, (3, 3), (2, 2))
+        if self.stem_pool:
+            x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+            x = layers.max_pool(x, (3, 3), (2, 2))
         for s, mult in enumerate((1, 2, 4, 8)):
             for b in range(2):
                 x = BasicBlock(self.base * mult, 2 if (s > 0 and b == 0) else 1,
@@ -66,10 +70,13 @@ class DirectionNet(nn.Module):
     embed: int = 512
     hidden: int = 256
     num_classes: int = 28
+    stem_strides: tuple[int, int] = (2, 2)
+    stem_pool: bool = True
 
     @nn.compact
     def __call__(self, x, train: bool):
-        f = nn.Dense(self.embed, name="fc")(ResNet18(self.base, name="resnet")(x, train))
+        trunk = ResNet18(self.base, self.stem_strides, self.stem_pool, name="resnet")
+        f = nn.Dense(self.embed, name="fc")(trunk(x, train))
         h = nn.Dense(self.hidden, name="head1")(f)
         h = nn.leaky_relu(_bn(train, "head_bn1")(h), 0.2)
         h = nn.Dense(self.num_classes, name="head2")(h)

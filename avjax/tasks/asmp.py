@@ -74,6 +74,8 @@ def build_model(config) -> ASMP:
         unet_film=bool(m.get("unet_film", False)),
         classifier_width=int(m.classifier_width), direction_width=int(m.direction_width),
         direction_embed=int(m.direction_embed), direction_hidden=int(m.direction_hidden),
+        direction_stem_strides=tuple(int(v) for v in m.get("direction_stem_strides", (2, 2))),
+        direction_stem_pool=bool(m.get("direction_stem_pool", True)),
         num_audio_classes=int(m.num_audio_classes),
         num_direction_classes=int(m.num_direction_classes),
         dir_stride=stride, dir_width=frames - stride * r_max,
