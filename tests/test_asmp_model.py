@@ -145,7 +145,7 @@ def test_unet_k_conditions_per_input_equal_repeated_inputs():
 
 
 @pytest.mark.parametrize("strides,pool,expect", [((2, 2), True, (32, 11)),   # paper stem: 4× in t
-                                                 ((2, 1), False, (64, 44))])  # configs/asmp local
+                                                 ((2, 1), False, (64, 44))])  # every frame kept
 def test_direction_stem_keeps_time_resolution(strides, pool, expect):
     """The stem knob sets the first stage's (freq, time) size on a 128×44 direction slice; the
     local config's stem keeps every frame (its echo cues are 2 frames apart)."""
@@ -161,9 +161,11 @@ def test_direction_stem_keeps_time_resolution(strides, pool, expect):
     assert first.shape[1:3] == expect
 
 
-def test_local_config_uses_the_time_resolving_direction_stem():
+def test_direction_stem_knob_reaches_the_model():
     from avjax.tasks.asmp import build_model
     m = build_model(asmp_config.get_config("local"))
+    assert m.direction_stem_strides == (2, 2) and m.direction_stem_pool      # the paper's stem
+    c = asmp_config.get_config("local")
+    c.model.direction_stem_strides, c.model.direction_stem_pool = (2, 1), False
+    m = build_model(c)
     assert m.direction_stem_strides == (2, 1) and not m.direction_stem_pool
-    paper = build_model(asmp_config.get_config())
-    assert paper.direction_stem_strides == (2, 2) and paper.direction_stem_pool
