@@ -36,6 +36,10 @@ Args (comma list):
              with that stem, 1200 training clips and 1500 steps (0.64 s per step; 1117.6 s
              wall) the final evaluation gave direction 0.195 (majority 0.195) and SDR 9.00 dB
              (10.30 with the settings here), so the local default keeps the paper's stem.
+             That run's direction net scored 0.205 on the clean stems' slices too (majority
+             0.217): the joint run never learnt the cue (direction loss 3.70 → 2.62 in 1400
+             steps; alone, ~1.7 by step 1000) — likely because the early masks pass both
+             videos' echoes under one video's label.
   avsgs    — the AVSGS recipe: Adam lr 1e-4, batch 25, 50k iterations, steps at 15k and 30k,
              classification weight 0.05.
   dir10 / dir8 — the 10-class (static, 8 octants, background) / 8-class direction variants.
