@@ -70,8 +70,7 @@ class ASMP(nn.Module):
         self.classifier = Classifier(self.classifier_width, self.num_audio_classes)
         self.direction = DirectionNet(self.direction_width, self.direction_embed,
                                       self.direction_hidden, self.num_direction_classes,
-                                      tuple(self.direction_stem_strides),
-                                      self.direction_stem_pool)
+                                      self.direction_stem_strides, self.direction_stem_pool)
 
     # -- pieces ----------------------------------------------------------------------------
     def condition(self, nodes, node_mask, edge_w, num_slots: int, train: bool):

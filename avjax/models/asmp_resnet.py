@@ -44,7 +44,7 @@ class ResNet18(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = layers.Conv(self.base, (7, 7), tuple(self.stem_strides), padding=3, name="conv1")(x)
+        x = layers.Conv(self.base, (7, 7), self.stem_strides, padding=3, name="conv1")(x)
         x = nn.relu(_bn(train, "bn1")(x))
         if self.stem_pool:
             x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)

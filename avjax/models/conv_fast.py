@@ -238,12 +238,13 @@ _TFOLD_MIN_PATCH_BYTES = 24 * 2 ** 20
 
 
 def conv_choice(x_shape, k_shape, strides) -> str:
-    """tfold for activation-heavy 3-D layers (im2col patches over _TFOLD_MIN_PATCH_BYTES);
-    else im2col for weight-heavy layers (kernel outweighs 4x the output positions), else
-    space-to-depth; stride-1 layers use the stride-1 core directly."""
+    """tfold for activation-heavy 3-D layers (im2col patches over _TFOLD_MIN_PATCH_BYTES;
+    tfold_shift when narrow and stride 1 in time); else stride-1 layers use the stride-1 core
+    directly; strided 3-D layers im2col; other strided layers im2col when weight-heavy (kernel
+    outweighs 4x the output positions), else space-to-depth."""
     nd = len(k_shape) - 2
+    m_out = x_shape[0] * math.prod(-(-n // s) for n, s in zip(x_shape[1:-1], strides))
     if nd == 3 and math.prod(k_shape[:3]) > 1:
-        m_out = x_shape[0] * math.prod(-(-n // s) for n, s in zip(x_shape[1:-1], strides))
         if 4 * m_out * math.prod(k_shape[:4]) > _TFOLD_MIN_PATCH_BYTES:
             # Narrow stride-1-in-time layers (the shift net's v3 block, 64 channels at 16x28x28):
             # all kt taps as output channels makes the GEMM kt times wider; forward measured
@@ -258,7 +259,6 @@ def conv_choice(x_shape, k_shape, strides) -> str:
         # shortcuts): im2col measured 0.4-5.2 ms against 1.2-7.8 for space-to-depth.
         return "im2col"
     taps, co = math.prod(k_shape[:nd]), k_shape[-1]
-    m_out = x_shape[0] * math.prod(-(-n // s) for n, s in zip(x_shape[1:-1], strides))
     return "im2col" if taps * co > 4 * m_out else "space_to_depth"
 
 
