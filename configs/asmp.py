@@ -38,8 +38,11 @@ Args (comma list):
              (10.30 with the settings here), so the local default keeps the paper's stem.
              That run's direction net scored 0.205 on the clean stems' slices too (majority
              0.217): the joint run never learnt the cue (direction loss 3.70 → 2.62 in 1400
-             steps; alone, ~1.7 by step 1000) — likely because the early masks pass both
-             videos' echoes under one video's label.
+             steps; alone, ~1.7 by step 1000). Mostly too few examples, not the separated
+             input: a 600-step joint run whose direction net heard the video's own clean
+             wave reached training accuracy 0.286 (the 2200-step run above: 0.184 at step
+             650); alone on clean stems it took ~96k slices to reach 0.557, and 2200 steps
+             give 35k (16 per step).
   avsgs    — the AVSGS recipe: Adam lr 1e-4, batch 25, 50k iterations, steps at 15k and 30k,
              classification weight 0.05.
   dir10 / dir8 — the 10-class (static, 8 octants, background) / 8-class direction variants.
