@@ -23,7 +23,8 @@ the synthetic world and data_pipelines/asiw.py both write):
     distances; self-loops 1; NaN distances (unknown, e.g. any pair with the scene node) → weight
     0 (the edge still exists); all weights 1 if no distance is valid;
   - labels: class = object family + 1 (0 = scene/padding); direction class from the
-    displacement (u, v, d) at w (direction_class below).
+    displacement (u, v, d) at w (direction_class below); and one per 1-s window the segment
+    holds, s + j for j = 0..r_max (dir_win, for model.dir_all_windows).
 Audio: the video's soundtrack segment × U(gain_range) in training (1 at test), clipped to ±1;
 mixture = mean of the two videos' segments. Evaluation examples also carry both full clips
 (trimmed to the shorter, zero-padded to the static ``clip_samples``) for sliding-window
@@ -259,14 +260,22 @@ def video_view(data: dict, rng: np.random.Generator, spec: ExampleSpec, train: b
     cls = np.zeros((p_max,), np.int32)
     cls_valid = np.zeros((p_max,), np.float32)
     direction = np.full((p_max,), ignore_class(spec.num_direction_classes), np.int32)
+    ign = ignore_class(spec.num_direction_classes)
+    # Every 1-s window the segment holds (s + j, j = 0..r_max), for the all-windows direction
+    # loss (model.dir_all_windows); windows past the record's motion array are ignored.
+    dir_win = np.full((p_max, spec.r_max + 1), ign, np.int32)
     for i, p in enumerate(principals):
         cls[i] = int(info[p, 0]) + 1
         cls_valid[i] = 1
         direction[i] = direction_class(arrays["motion"][p, w], spec.num_direction_classes)
-    dir_valid = ((direction >= 0) & (direction != ignore_class(spec.num_direction_classes))
-                 ).astype(np.float32)
+        held = min(spec.r_max + 1, max(0, n_windows - s))
+        dir_win[i, :held] = direction_class(arrays["motion"][p, s:s + held],
+                                            spec.num_direction_classes)
+    dir_valid = ((direction >= 0) & (direction != ign)).astype(np.float32)
+    dir_win_valid = ((dir_win >= 0) & (dir_win != ign)).astype(np.float32)
     return {"wave": seg, "nodes": nodes, "node_mask": mask, "edge_w": ew, "cls": cls,
             "cls_valid": cls_valid, "dir": np.maximum(direction, 0), "dir_valid": dir_valid,
+            "dir_win": np.maximum(dir_win, 0), "dir_win_valid": dir_win_valid,
             "rel": np.int32(r), "full": wave.astype(np.float32), "id": clip_id}
 
 
@@ -301,7 +310,8 @@ def make_example(raw: bytes, rng: np.random.Generator, *, source, spec: ExampleS
     va, vb = video_view(a, rng, spec, train), video_view(b, rng, spec, train)
     views = (va, vb)
     out = {k: np.stack([v[k] for v in views]) for k in
-           ("wave", "nodes", "node_mask", "edge_w", "cls", "cls_valid", "dir", "dir_valid", "rel")}
+           ("wave", "nodes", "node_mask", "edge_w", "cls", "cls_valid", "dir", "dir_valid",
+            "dir_win", "dir_win_valid", "rel")}
     out["mix"] = (0.5 * (va["wave"] + vb["wave"])).astype(np.float32)
     if not train:
         length = min(len(va["full"]), len(vb["full"]), spec.clip_samples)
@@ -321,6 +331,8 @@ def example_shapes(spec: ExampleSpec, train: bool) -> dict:
          "node_mask": ((2, n), np.float32), "edge_w": ((2, n, n), np.float32),
          "cls": ((2, p), np.int32), "cls_valid": ((2, p), np.float32),
          "dir": ((2, p), np.int32), "dir_valid": ((2, p), np.float32), "rel": ((2,), np.int32),
+         "dir_win": ((2, p, spec.r_max + 1), np.int32),
+         "dir_win_valid": ((2, p, spec.r_max + 1), np.float32),
          "mix": ((seg,), np.float32)}
     if not train:
         s.update(full=((2, spec.clip_samples), np.float32), full_len=((), np.int32),

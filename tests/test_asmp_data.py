@@ -43,6 +43,10 @@ def test_pair_examples_have_static_shapes_and_labels(tiny_world):
             assert np.all(np.diag(ex["edge_w"][v])[:n] == 1)
             assert np.all(np.isfinite(ex["edge_w"][v]))
         assert ex["cls"][0, 0] != ex["cls"][1, 0]                   # distinct classes paired
+        # one direction label per window of the segment; the motion window's is among them
+        assert np.all(ex["dir_win_valid"] == 1)         # 3-s clips: all r_max + 1 = 1 + 1 windows
+        for v in range(2):
+            assert ex["dir_win"][v, 0, ex["rel"][v]] == ex["dir"][v, 0]
     held = records.RecordSource(tiny_world[1])
     ev = G.make_example(held[0], np.random.default_rng(0), source=held, spec=SPEC, train=False)
     assert ev["full"].shape == (2, 33075) and int(ev["full_len"]) == 33075

@@ -43,6 +43,7 @@ class ASMP(nn.Module):
     num_direction_classes: int = 28
     dir_stride: int = 42       # frames per 1-s window position (spec: 42)
     dir_width: int = 46        # frames in the direction slice (spec: 46)
+    dir_all_windows: bool = False  # also direction logits for every window slice (dir_logits_all)
     use_gat: bool = True
     use_edgeconv: bool = True
     use_gru: bool = True
@@ -100,16 +101,30 @@ class ASMP(nn.Module):
             log_sep, start)
         return self.direction(sl[..., None], train)
 
+    def window_directions(self, log_sep, train: bool):
+        """log separated (N, H, W) → direction logits of every window slice (N, R, C),
+        R = r_max + 1 slices [r·dir_stride, r·dir_stride + dir_width)."""
+        n, r = log_sep.shape[0], (log_sep.shape[-1] - self.dir_width) // self.dir_stride + 1
+        sl = jnp.stack([log_sep[..., k * self.dir_stride:k * self.dir_stride + self.dir_width]
+                        for k in range(r)], 1)                           # (N, R, H, width)
+        logits = self.direction(sl.reshape((n * r,) + sl.shape[2:])[..., None], train)
+        return logits.reshape(n, r, -1)
+
     # -- the training forward pass ----------------------------------------------------------
     def __call__(self, mix, nodes, node_mask, edge_w, rel, train: bool = True):
         """mix (B, N) waveforms; per video v ∈ {0, 1}: graphs (B, 2, n, ·), relative motion
         windows rel (B, 2). Returns masks (B, 2, T, H, W) for T = P + 1 slots (P = principal
         slots, from ``num_principals`` below), the warped mixture, and logits of the object
         slots: class (B, 2, P, 15), direction (B, 2, P, C); slot conditions (B, 2, T, D); with
-        ``condition_head`` also the conditions' own class logits (B, 2, P, 15)."""
+        ``condition_head`` also the conditions' own class logits (B, 2, P, 15); with
+        ``dir_all_windows`` the direction logits of every window slice (B, 2, P, R, C)."""
         return self.forward(mix, nodes, node_mask, edge_w, rel, 1, train)
 
-    def forward(self, mix, nodes, node_mask, edge_w, rel, num_principals: int, train: bool):
+    def forward(self, mix, nodes, node_mask, edge_w, rel, num_principals: int, train: bool,
+                teacher=None, teacher_mask=None):
+        """``teacher`` (B, 2, H, W) log warped spectrograms and ``teacher_mask`` (B, 2): where
+        the mask is 1 the direction net hears the teacher instead of the video's separated
+        estimate (model.dir_teacher; no gradient reaches the separator from those videos)."""
         b, v = node_mask.shape[:2]
         t = num_principals + 1
         spec = F.stft(self.fe, mix)
@@ -124,10 +139,20 @@ class ASMP(nn.Module):
         log_sep = F.log_mag(masks[:, :, :p] * mix_w[:, None, None])    # (B, 2, P, H, W)
         flat = log_sep.reshape((b * v * p,) + log_sep.shape[3:])
         cls = self.classify(flat, train).reshape(b, v, p, -1)
+        if teacher is not None:
+            heard = jnp.where(teacher_mask[:, :, None, None, None] > 0,
+                              jax.lax.stop_gradient(teacher)[:, :, None], log_sep)
+            flat = heard.reshape(flat.shape)
         rel_flat = jnp.repeat(rel.reshape(b * v), p)
-        dirs = self.directions(flat, rel_flat, train).reshape(b, v, p, -1)
+        extra = {}
+        if self.dir_all_windows:     # one direction-net pass over all slices; rel's is among them
+            every = self.window_directions(flat, train)                    # (B·2·P, R, C)
+            dirs = jnp.take_along_axis(every, rel_flat[:, None, None], 1)[:, 0]
+            extra["dir_logits_all"] = every.reshape((b, v, p) + every.shape[1:])
+        else:
+            dirs = self.directions(flat, rel_flat, train)
         out = {"masks": masks, "mix_spec": spec, "mix_warped": mix_w, "cls_logits": cls,
-               "dir_logits": dirs, "cond": cond}
+               "dir_logits": dirs.reshape(b, v, p, -1), "cond": cond, **extra}
         if self.condition_head:     # class logits of the object slots' conditions (B, 2, P, 15)
             out["cond_logits"] = self.cond_head(cond[:, :, :p])
         return out

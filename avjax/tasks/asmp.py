@@ -7,7 +7,9 @@ segment, padded scene graph, class and direction labels. Loss (spec §7):
   classification cross-entropy of the classifier on the object slots' log separated
                  spectrograms (model.cls_weight, 1);
   orthogonality  L_orth over the GRU slot outputs (model.orth_weight, 1);
-  direction      cross-entropy on object slots with a motion window (model.dir_weight, 0.05).
+  direction      cross-entropy on object slots with a motion window (model.dir_weight, 0.05);
+                 with model.dir_all_windows on every 1-s window slice of the segment, each
+                 with its own label (not in the paper: ASIW labels one window per video).
   condition      (model.cond_cls_weight > 0; not in the paper, configs/asmp.py:local) cross-
                  entropy of a linear class head on each object slot's condition.
 Per-sub-network learning rates: ``param_labels`` labels the top-level sub-networks (graph, gru,
@@ -79,6 +81,7 @@ def build_model(config) -> ASMP:
         num_audio_classes=int(m.num_audio_classes),
         num_direction_classes=int(m.num_direction_classes),
         dir_stride=stride, dir_width=frames - stride * r_max,
+        dir_all_windows=bool(m.get("dir_all_windows", False)),
         use_gat=bool(m.use_gat), use_edgeconv=bool(m.use_edgeconv), use_gru=bool(m.use_gru),
         node_norm=bool(m.get("node_norm", False)),
         condition_head=float(m.get("cond_cls_weight", 0.0)) > 0,
@@ -153,13 +156,25 @@ class Task:
         return out
 
     # -- objective -------------------------------------------------------------------------
-    def _forward(self, variables, batch, num_principals, train):
+    def _forward(self, variables, batch, num_principals, train, rng=None):
         args = (batch["mix"], batch["nodes"], batch["node_mask"], batch["edge_w"], batch["rel"],
                 num_principals, train)
         if train:
+            p_teacher = float(self.config.model.get("dir_teacher", 0.0))
+            if p_teacher > 0 and rng is not None:
+                args = args + self._teacher(batch, p_teacher, rng)
             return self.model.apply(variables, *args, method=ASMP.forward,
                                     mutable=["batch_stats"])
         return self.model.apply(variables, *args, method=ASMP.forward), {}
+
+    def _teacher(self, batch, prob, rng):
+        """model.dir_teacher (not in the paper): each video's direction net hears, with
+        probability ``prob``, the log warped spectrogram of its own clean segment at its share
+        of the mixture (½·wave, the scale a perfect mask gives) instead of the separated
+        estimate, so it can learn the motion cue before the separator is good."""
+        clean = F.log_mag(F.warp(self.fe, jnp.abs(F.stft(self.fe, 0.5 * batch["wave"]))))
+        mask = jax.random.bernoulli(rng, prob, batch["rel"].shape).astype(jnp.float32)
+        return clean, mask
 
     def losses(self, out, batch):
         m = self.config.model
@@ -173,7 +188,11 @@ class Task:
         weight = jnp.clip(jnp.log1p(out["mix_warped"]), 1e-3, 10.0)[:, None]
         cosep = jnp.mean(weight * jnp.abs(pred - gt))
         cls_loss, cls_acc = _masked_xent(out["cls_logits"], batch["cls"], batch["cls_valid"])
-        dir_loss, dir_acc = _masked_xent(out["dir_logits"], batch["dir"], batch["dir_valid"])
+        if "dir_logits_all" in out:     # every window of the segment (model.dir_all_windows)
+            dir_loss, dir_acc = _masked_xent(out["dir_logits_all"], batch["dir_win"],
+                                             batch["dir_win_valid"])
+        else:
+            dir_loss, dir_acc = _masked_xent(out["dir_logits"], batch["dir"], batch["dir_valid"])
         cond = out["cond"]
         orth = orthogonality_loss(cond.reshape((-1,) + cond.shape[2:])) if p + 1 > 1 else 0.0
         total = (float(m.cosep_weight) * cosep + float(m.cls_weight) * cls_loss
@@ -189,7 +208,7 @@ class Task:
 
     def loss(self, params, model_state, batch, rng, train):
         variables = {"params": params, **model_state}
-        out, updates = self._forward(variables, batch, batch["cls"].shape[-1], train)
+        out, updates = self._forward(variables, batch, batch["cls"].shape[-1], train, rng)
         total, metrics = self.losses(out, batch)
         return total, (metrics, {**model_state, **updates})
 
