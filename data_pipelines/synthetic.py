@@ -34,6 +34,14 @@ The world
            pitched relative to the direct sound by the velocity towards its wall:
            × 1/(1 + v/echo_speed) with v = −dx/dt, +dy/dt, −dd/dt. So a 1-s excerpt tells the
            motion's direction on all three axes from pitch ratios alone.
+  echo_transpose (default 1, 1, 1; not used by a preset): each wall's echo also sits in its own
+           register, e.g. (2, 0.5, 1): side wall an octave up, floor an octave down. A stylised
+           cue: in the direct sound's register only the echoes' 45 ms spacing tells the axes
+           apart, and a ResNet direction net trained on clean asmp_local 1-s slices confuses
+           −x with +y (both pitch their echo down). With (2, 0.5, 1) (2000 clips, batch 48,
+           1000 steps) held-out accuracy rose 0.47 → 0.55 (paper stem) and 0.52 → 0.65 (stem
+           stride (2, 1)), but the sources overlap more: the oracle mask's SDR fell 17.6 →
+           15.1 dB, and a 20-minute joint ASMP run reached SDR 6.9 (configs/asmp.py).
 - Stems: sources/pcm holds every source's final audio (cues applied), sources/onscreen its flag;
   the mixture audio/pcm is their sum. If the sum peaks above mix_peak all stems are scaled down
   together (arrays/mix_peak = peak before, arrays/mix_gain = the gain).
@@ -113,6 +121,7 @@ class WorldConfig:
     event_gain_jitter: float = 0.25       # each event's gain × U(1 − jitter, 1)
     motion_echoes: bool = False           # side/floor/back-wall echoes Doppler-shifted by u, v, d
     echo_speed: float = 1.5               # c_e of those echoes (frame widths or depth units / s)
+    echo_transpose: tuple[float, float, float] = (1.0, 1.0, 1.0)   # side/floor/back-wall register
 
     def __post_init__(self):
         def check(ok, msg):
@@ -160,14 +169,14 @@ class WorldConfig:
     def from_dict(cls, d: dict) -> "WorldConfig":
         d = dict(d)
         for k in ("num_onscreen", "num_offscreen", "num_distractors", "depth_range", "object_radius",
-                  "echo_delay_ms"):
+                  "echo_delay_ms", "echo_transpose"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
 
 
 _CUE_FIELDS = ("loudness_power", "brightness_gain", "echo_delay_ms", "event_gain_jitter",
-               "motion_echoes", "echo_speed")
+               "motion_echoes", "echo_speed", "echo_transpose")
 
 
 def preset(name: str) -> WorldConfig:
@@ -425,12 +434,13 @@ MOTION_ECHO_DELAYS_S = (0.045, 0.09, 0.135)   # side wall, floor, back wall
 def _motion_echoes(s, family, sound, pitch, vx, vy, vd, config: WorldConfig, rng) -> np.ndarray:
     """Direct sound + three wall echoes (side wall, floor, back wall; gain 0.6, delays
     MOTION_ECHO_DELAYS_S), each pitched × 1/(1 + v/c_e) relative to the direct sound, v = −vx,
-    +vy, −vd (the velocity towards that wall shortens the echo's path), c_e = echo_speed."""
+    +vy, −vd (the velocity towards that wall shortens the echo's path), c_e = echo_speed, and
+    transposed into its wall's register (config.echo_transpose)."""
     sr = config.sample_rate
     out = np.concatenate([s, np.zeros(int(MOTION_ECHO_DELAYS_S[-1] * sr) + int(0.4 * sr))])
-    for delay_s, v in zip(MOTION_ECHO_DELAYS_S, (-vx, vy, -vd)):
+    for delay_s, v, reg in zip(MOTION_ECHO_DELAYS_S, (-vx, vy, -vd), config.echo_transpose):
         f = float(np.clip(1.0 / (1.0 + v / config.echo_speed), 0.6, 1.6))
-        e = _event_sound(family, sound, sr, pitch * f, rng)
+        e = _event_sound(family, sound, sr, pitch * f * reg, rng)
         i0 = int(delay_s * sr)
         out[i0:i0 + len(e)] += 0.6 * e
     return out

@@ -213,3 +213,29 @@ def test_cli(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--num_clips must be >= 1" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].endswith("got 0")
+
+
+def test_echo_transpose_puts_each_wall_echo_in_its_register():
+    """echo_transpose (2, 0.5, 1): at rest, the side-wall echo (45-90 ms, alone there apart
+    from the direct sound) sounds an octave above the direct tone, the floor echo an octave
+    below; the default keeps them in the direct sound's register."""
+    sr, f0 = 11025, 440.0
+    sound = {"tau": 0.1, "f": f0}
+
+    def echo_peak(transpose, lo, hi):
+        cfg = dataclasses.replace(synthetic.preset("asmp_local"), echo_transpose=transpose)
+        direct = synthetic._event_sound("tone", sound, sr, 1.0, np.random.default_rng(0))
+        out = synthetic._motion_echoes(direct, "tone", sound, 1.0, 0.0, 0.0, 0.0, cfg,
+                                       np.random.default_rng(0))
+        rest = out.copy()
+        rest[:len(direct)] -= direct
+        if lo >= 0.09:                                  # remove the side-wall echo as well
+            side = synthetic._event_sound("tone", sound, sr, transpose[0], None)
+            rest[int(0.045 * sr):int(0.045 * sr) + len(side)] -= 0.6 * side
+        seg = rest[int(lo * sr):int(hi * sr)] * np.hanning(int(hi * sr) - int(lo * sr))
+        spec = np.abs(np.fft.rfft(seg, 1 << 16))
+        return np.fft.rfftfreq(1 << 16, 1 / sr)[np.argmax(spec)]
+
+    assert abs(echo_peak((2.0, 0.5, 1.0), 0.05, 0.088) - 2 * f0) < 15
+    assert abs(echo_peak((2.0, 0.5, 1.0), 0.095, 0.133) - 0.5 * f0) < 15
+    assert abs(echo_peak((1.0, 1.0, 1.0), 0.05, 0.088) - f0) < 15
