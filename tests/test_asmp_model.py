@@ -178,11 +178,17 @@ def test_all_window_directions_match_per_window_slices():
     m = ASMP(direction_width=4, direction_embed=8, direction_hidden=8, dir_stride=42,
              dir_width=44, dir_all_windows=True)
     x = np.random.default_rng(0).normal(size=(3, 128, 128)).astype(np.float32)
-    v = m.init(jax.random.key(0), x, False, method=ASMP.window_directions)
-    every = m.apply(v, x, False, method=ASMP.window_directions)
+    v = jax.jit(lambda k: m.init(k, x, False, method=ASMP.window_directions))(jax.random.key(0))
+
+    @jax.jit
+    def both(v):
+        return (m.apply(v, x, False, method=ASMP.window_directions),
+                [m.apply(v, x, np.full((3,), r, np.int32), False, method=ASMP.directions)
+                 for r in range(3)])
+
+    every, singles = both(v)
     assert every.shape == (3, 3, 28)                            # r_max + 1 = 3 windows
-    for r in range(3):
-        one = m.apply(v, x, np.full((3,), r, np.int32), False, method=ASMP.directions)
+    for r, one in enumerate(singles):
         np.testing.assert_allclose(every[:, r], one, rtol=1e-4, atol=1e-4)
 
 
