@@ -50,7 +50,9 @@ Args (comma list):
              1), which lifts the clean-slice probe to 0.65): 1400 steps (0.6 s each) in 962 s
              gave direction 0.297 (majority 0.195; training accuracy 0.41) but SDR 6.91 dB
              (oracle 15.05: the transposed echoes overlap the other source more), so `local`
-             keeps the settings above; the knobs stay for longer runs.
+             keeps the settings above; the knobs stay for longer runs. The same knobs on
+             this world (no transposition) at twice the steps, 2800 (1824.5 s: over budget):
+             direction 0.352 (training 0.54), SDR 11.48 dB (swapped −14.35).
   avsgs    — the AVSGS recipe: Adam lr 1e-4, batch 25, 50k iterations, steps at 15k and 30k,
              classification weight 0.05.
   dir10 / dir8 — the 10-class (static, 8 octants, background) / 8-class direction variants.
