@@ -52,7 +52,7 @@ Args (comma list):
              (oracle 15.05: the transposed echoes overlap the other source more), so `local`
              keeps the settings above; the knobs stay for longer runs. The same knobs on
              this world (no transposition) at twice the steps, 2800 (1824.5 s: over budget):
-             direction 0.352 (training 0.54), SDR 11.48 dB (swapped −14.35); on other
+             direction 0.352 (training 0.54), SDR 11.48 dB (swapped −14.35); on other pairs and
              motion windows of the same held-out clips 0.445 (clean input: 0.516).
   avsgs    — the AVSGS recipe: Adam lr 1e-4, batch 25, 50k iterations, steps at 15k and 30k,
              classification weight 0.05.
