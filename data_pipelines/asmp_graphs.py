@@ -259,8 +259,8 @@ def video_view(data: dict, rng: np.random.Generator, spec: ExampleSpec, train: b
     p_max = spec.max_principals
     cls = np.zeros((p_max,), np.int32)
     cls_valid = np.zeros((p_max,), np.float32)
-    direction = np.full((p_max,), ignore_class(spec.num_direction_classes), np.int32)
     ign = ignore_class(spec.num_direction_classes)
+    direction = np.full((p_max,), ign, np.int32)
     # Every 1-s window the segment holds (s + j, j = 0..r_max), for the all-windows direction
     # loss (model.dir_all_windows); windows past the record's motion array are ignored.
     dir_win = np.full((p_max, spec.r_max + 1), ign, np.int32)

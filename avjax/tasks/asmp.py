@@ -172,7 +172,9 @@ class Task:
         probability ``prob``, the log warped spectrogram of its own clean segment at its share
         of the mixture (½·wave, the scale a perfect mask gives) instead of the separated
         estimate, so it can learn the motion cue before the separator is good."""
-        clean = F.log_mag(F.warp(self.fe, jnp.abs(F.stft(self.fe, 0.5 * batch["wave"]))))
+        # ½·|STFT(wave)|, not |STFT(½·wave)|: the same STFT as the co-separation target's, so
+        # XLA computes it once per step.
+        clean = F.log_mag(F.warp(self.fe, 0.5 * jnp.abs(F.stft(self.fe, batch["wave"]))))
         mask = jax.random.bernoulli(rng, prob, batch["rel"].shape).astype(jnp.float32)
         return clean, mask
 
