@@ -54,6 +54,7 @@ def separation_config(variant: str, arg=None) -> ml_collections.ConfigDict:
     c.model.weight_decay = 1e-5         # L2 on conv kernels, wd·Σw²/2 (U-Net and shift net)
     c.model.phase_weight = 0.01         # loss weight of the phase terms
     c.model.phase = "pred"              # waveform phase: pred (the phase head) | mixture
+    c.model.sisdr_weight = 0.0          # > 0: + weight × −SI-SDR (dB) of each head's waveform
     c.model.output = "spec"             # magnitude head: spec (tanh, paper) | mask (ratio mask
                                         # on the mixture, same normalised-dB space and loss)
 
@@ -105,6 +106,7 @@ def separation_config(variant: str, arg=None) -> ml_collections.ConfigDict:
         c.model.shift_bn_momentum = 0.9
         c.model.phase = "mixture"
         c.model.output = "mask"
+        c.model.sisdr_weight = 0.01 if variant == "full" else 0.0   # see the docstring
         c.stft.min_db = -40.0             # see the docstring: the loss on audible bins
         c.batch_size = 16
         c.total_steps = 1000 if variant == "full" else 800

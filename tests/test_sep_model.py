@@ -165,3 +165,61 @@ def test_shift_net_export_initialises_the_full_model(tmp_path):
     wide = tasks.load(tiny_config("full", **{"model.shift_width": 0.25}))
     with pytest.raises(UserError, match="model.shift_width"):
         load_shift_init(str(out), random_variables(wide))
+
+
+@pytest.mark.parametrize("variant", ["full", "unet_pit"])
+def test_sisdr_term_is_the_waveform_si_sdr_of_each_head(variant):
+    """model.sisdr_weight adds −weight × mean SI-SDR of the synthesised heads against their
+    sources (unet_pit: under the spectrogram loss's assignment); a silent source is skipped."""
+    from avjax import tasks
+    from avjax.sep_metrics import si_sdr as np_si_sdr
+    from avjax.tasks.separation import si_sdr
+    from tests.sep_helpers import random_variables, tiny_config
+
+    rng = np.random.default_rng(3)
+    ref, est = rng.standard_normal((2, 3, 500))
+    np.testing.assert_allclose(np.asarray(si_sdr(jnp.asarray(ref), jnp.asarray(0.7 * ref + est))),
+                               np_si_sdr(ref, 0.7 * ref + est), rtol=1e-4)
+
+    layers.set_default_impl("reference")
+    try:
+        w = 0.5
+        task_w = tasks.load(tiny_config(variant, **{"model.sisdr_weight": w}))
+        task_0 = tasks.load(tiny_config(variant, **{"model.sisdr_weight": 0.0}))
+        batch = {k: np.zeros_like(v) for k, v in task_w.example_batch(2).items()}
+        n = batch["mix"].shape[1]
+        batch["sources"] = (0.1 * rng.standard_normal((2, 2, n))).astype(np.float32)
+        batch["sources"][1, 1] = 0.0                                  # a silent off-screen source
+        batch["mix"] = np.repeat(batch["sources"].sum(1)[..., None], 2, axis=-1)
+        if "video" in batch:
+            batch["video"] = rng.integers(0, 256, batch["video"].shape, dtype=np.uint8)
+        variables = random_variables(task_w)
+        params = variables["params"]
+        state = {k: v for k, v in variables.items() if k != "params"}
+        key = jax.random.key(0)
+        # jitted: the eager full model takes a minute
+        (loss_w, (m, _)), grads = jax.jit(jax.value_and_grad(
+            lambda p: task_w.loss(p, state, batch, key, True), has_aux=True))(params)
+        loss_0 = jax.jit(lambda p: task_0.loss(p, state, batch, key, True)[0])(params)
+
+        @jax.jit
+        def heads(p):
+            args, mix_spec = task_w._inputs(batch)
+            out, _ = task_w._apply(p, state, args, True)
+            return out, jnp.stack([task_w.synthesize(out["fg"], mix_spec),
+                                   task_w.synthesize(out["bg"], mix_spec)], axis=1)
+        out, wav = heads(params)
+        wav = np.asarray(wav)
+        refs = batch["sources"][:, :, :task_w.covered].copy()
+        if variant == "unet_pit":
+            _, assign = task_w._per_example(out, task_w.targets(batch)[0])
+            refs = np.where(np.asarray(assign)[:, None, None] == 1, refs[:, ::-1], refs)
+        snr = np_si_sdr(refs, wav)
+        heard = (refs ** 2).sum(-1) > 1e-6
+        assert heard.sum() == 3
+        want = float(loss_0) - w * snr[heard].mean()
+        np.testing.assert_allclose(float(loss_w), want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(float(m["fg_si_sdr"]), snr[heard[:, 0], 0].mean(), rtol=1e-3)
+        assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+    finally:
+        layers.set_default_impl(None)
