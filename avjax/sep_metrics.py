@@ -19,16 +19,19 @@ LABELS = {"mix": "mixture as estimate", "irm": "oracle ideal ratio mask",
 METRICS = ("sdr", "sir", "sar", "si_sdr", "si_sdri", "spec_l1")
 
 
-def si_sdr(ref: np.ndarray, est: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Scale-invariant SDR in dB (Le Roux et al. 2019) over the last axis, zero-mean signals."""
-    ref = np.asarray(ref, np.float64)
-    est = np.asarray(est, np.float64)
+def si_sdr(ref, est, eps: float = 1e-12, xp=np):
+    """Scale-invariant SDR in dB (Le Roux et al. 2019) over the last axis, zero-mean signals.
+    Host metrics in float64 (xp=numpy); xp=jax.numpy is the differentiable form the separation
+    loss uses (model.sisdr_weight)."""
+    if xp is np:
+        ref = np.asarray(ref, np.float64)
+        est = np.asarray(est, np.float64)
     ref = ref - ref.mean(-1, keepdims=True)
     est = est - est.mean(-1, keepdims=True)
     alpha = (ref * est).sum(-1, keepdims=True) / ((ref * ref).sum(-1, keepdims=True) + eps)
     target = alpha * ref
     noise = est - target
-    return 10 * np.log10(((target ** 2).sum(-1) + eps) / ((noise ** 2).sum(-1) + eps))
+    return 10 * xp.log10(((target ** 2).sum(-1) + eps) / ((noise ** 2).sum(-1) + eps))
 
 
 def bss_eval(refs: np.ndarray, ests: np.ndarray, filter_length: int = 512):

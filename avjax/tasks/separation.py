@@ -33,6 +33,7 @@ from avjax.audio import audio_samples_for_frames
 from avjax.errors import UserError
 from avjax.models import sep_unet, shift_net
 from avjax.models.sep_av import AVSeparator
+from avjax.sep_metrics import si_sdr
 from avjax.tasks.base import apply_model
 from avjax.models.sep_unet import SepUNet
 from data_pipelines import default_data, pipeline, sep_mix
@@ -193,7 +194,7 @@ class Task:
             refs = batch["sources"][:, :, :self.covered]
             if assignment is not None:     # unet_pit: fg ↔ source 1 where the loss swapped
                 refs = jnp.where(assignment[:, None, None] == 1, refs[:, ::-1], refs)
-            snr = si_sdr(refs, wav)                                               # (B, 2)
+            snr = si_sdr(refs, wav, 1e-8, xp=jnp)                                 # (B, 2)
             # A silent reference has no SI-SDR (its scale is undefined): the spectrogram loss
             # alone trains that head.
             heard = (jnp.square(refs).sum(-1) > 1e-6).astype(snr.dtype)
@@ -295,17 +296,6 @@ class Task:
         return pipeline.eval_batches_for(
             self.config, paired, functools.partial(sep_mix.mix_pair, spec=self.spec),
             process_index=process_index, process_count=process_count, local_batch=local_batch)
-
-
-def si_sdr(ref, est, eps: float = 1e-8):
-    """Differentiable scale-invariant SDR in dB over the last axis (avjax.sep_metrics.si_sdr
-    in JAX); eps keeps a silent reference or estimate finite."""
-    ref = ref - ref.mean(-1, keepdims=True)
-    est = est - est.mean(-1, keepdims=True)
-    alpha = (ref * est).sum(-1, keepdims=True) / ((ref * ref).sum(-1, keepdims=True) + eps)
-    target = alpha * ref
-    noise = est - target
-    return 10 * jnp.log10(((target ** 2).sum(-1) + eps) / ((noise ** 2).sum(-1) + eps))
 
 
 def _cut(data, rng, *, spec, train):
