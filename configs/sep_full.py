@@ -27,10 +27,10 @@ Args (comma list):
           evaluation, against its source (model.sisdr_weight). The dB-domain l1 weighs every
           bin above min_db alike, while SI-SDR is set by the loud bins: held-out on-screen
           SI-SDRi 8.00 dB without the term, 11.15 dB with it (62 % of the oracle mask's
-          17.85; 1138 s wall; 11.04 dB in another run), 11.02 dB at weight 0.03. Tried without gain before that term
-          (300-step runs on one loaded core unless said; the 1e-3 baseline there: 2.72 dB):
-          lr 2e-3 2.85 dB at 300 steps but 7.64 dB at the full
-          1000 (2 cores, 1277 s wall); batch 8 × 600 steps (same compute) 2.46 dB;
+          17.85; 1138 s wall; 11.04 dB in another run), 11.02 dB at weight 0.03. Tried
+          without gain before that term (300-step runs on one loaded core unless said; the
+          1e-3 baseline there: 2.72 dB): lr 2e-3 2.85 dB at 300 steps but 7.64 dB at the
+          full 1000 (2 cores, 1277 s wall); batch 8 × 600 steps (same compute) 2.46 dB;
           off-screen sound from clip i+1 instead of i+B/2 (twice the distinct mixtures, but
           no pair sharing one mixture with swapped targets) 1.89 dB; the shift net at 3× the
           lr: higher train loss throughout; an added permutation-invariant loss term

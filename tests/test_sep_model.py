@@ -207,8 +207,7 @@ def test_sisdr_term_is_the_waveform_si_sdr_of_each_head(variant):
         def heads(p):
             args, mix_spec = task_w._inputs(batch)
             out, _ = task_w._apply(p, state, args, True)
-            return out, jnp.stack([task_w.synthesize(out["fg"], mix_spec),
-                                   task_w.synthesize(out["bg"], mix_spec)], axis=1)
+            return out, task_w.waveforms(out, mix_spec)
         out, wav = heads(params)
         wav = np.asarray(wav)
         refs = batch["sources"][:, :, :task_w.covered].copy()

@@ -189,8 +189,7 @@ class Task:
         metrics = {"sep_loss": sep, "l2": l2, "fg_mag_l1": mag}
         total = sep + l2
         if self.sisdr_weight > 0:
-            wav = jnp.stack([self.synthesize(out["fg"], mix_spec),
-                             self.synthesize(out["bg"], mix_spec)], axis=1)     # (B, 2, N)
+            wav = self.waveforms(out, mix_spec)                                   # (B, 2, N)
             refs = batch["sources"][:, :, :self.covered]
             if assignment is not None:     # unet_pit: fg ↔ source 1 where the loss swapped
                 refs = jnp.where(assignment[:, None, None] == 1, refs[:, ::-1], refs)
@@ -222,14 +221,18 @@ class Task:
         return spectral.synthesize(head[..., 0], phase, self.stft, length=self.covered,
                                    last_bin_phase=last_phase)
 
+    def waveforms(self, out, mix_spec):
+        """(B, 2, covered samples) waveforms [fg, bg] of the heads (loss and inference)."""
+        return jnp.stack([self.synthesize(out["fg"], mix_spec),
+                          self.synthesize(out["bg"], mix_spec)], axis=1)
+
     def separate(self, variables, batch, blank: bool = False):
         """(B, 2, covered) waveforms [fg, bg] and the raw head outputs (inference)."""
         params = variables["params"]
         state = {k: v for k, v in variables.items() if k != "params"}
         args, mix_spec = self._inputs(batch, blank)
         out, _ = self._apply(params, state, args, False)
-        wav = jnp.stack([self.synthesize(out["fg"], mix_spec),
-                         self.synthesize(out["bg"], mix_spec)], axis=1)
+        wav = self.waveforms(out, mix_spec)
         return wav, out, mix_spec
 
     def eval_outputs(self, variables, batch):
