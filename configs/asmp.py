@@ -122,6 +122,10 @@ def get_config(arg=None):
                                      # (each with its own label), not only the motion window
     m.dir_teacher = 0.0              # > 0: per video, the probability that the direction net
                                      # hears the clean segment instead of the separated estimate
+    m.dir_uvd_weight = 0.0           # > 0: the direction head also regresses the window's
+                                     # displacement (u, v, d) ÷ dir_uvd_scale (squared error,
+                                     # this weight relative to the direction cross-entropy)
+    m.dir_uvd_scale = (3.0, 3.0, 1.0)
     if "dir10" in args:
         m.num_direction_classes = 10
     if "dir8" in args:

@@ -24,7 +24,9 @@ the synthetic world and data_pipelines/asiw.py both write):
     0 (the edge still exists); all weights 1 if no distance is valid;
   - labels: class = object family + 1 (0 = scene/padding); direction class from the
     displacement (u, v, d) at w (direction_class below); and one per 1-s window the segment
-    holds, s + j for j = 0..r_max (dir_win, for model.dir_all_windows).
+    holds, s + j for j = 0..r_max (dir_win, for model.dir_all_windows); the displacements
+    themselves (dir_uvd, dir_win_uvd; NaN → 0, masked by the classes' validity) for the
+    displacement regression (model.dir_uvd_weight).
 Audio: the video's soundtrack segment × U(gain_range) in training (1 at test), clipped to ±1;
 mixture = mean of the two videos' segments. Evaluation examples also carry both full clips
 (trimmed to the shorter, zero-padded to the static ``clip_samples``) for sliding-window
@@ -264,6 +266,8 @@ def video_view(data: dict, rng: np.random.Generator, spec: ExampleSpec, train: b
     # Every 1-s window the segment holds (s + j, j = 0..r_max), for the all-windows direction
     # loss (model.dir_all_windows); windows past the record's motion array are ignored.
     dir_win = np.full((p_max, spec.r_max + 1), ign, np.int32)
+    uvd = np.zeros((p_max, 3), np.float32)                    # displacements (model.dir_uvd_weight)
+    win_uvd = np.zeros((p_max, spec.r_max + 1, 3), np.float32)
     for i, p in enumerate(principals):
         cls[i] = int(info[p, 0]) + 1
         cls_valid[i] = 1
@@ -271,12 +275,14 @@ def video_view(data: dict, rng: np.random.Generator, spec: ExampleSpec, train: b
         held = min(spec.r_max + 1, max(0, n_windows - s))
         dir_win[i, :held] = direction_class(arrays["motion"][p, s:s + held],
                                             spec.num_direction_classes)
+        uvd[i] = np.nan_to_num(arrays["motion"][p, w])           # NaN rows are masked anyway
+        win_uvd[i, :held] = np.nan_to_num(arrays["motion"][p, s:s + held])
     dir_valid = ((direction >= 0) & (direction != ign)).astype(np.float32)
     dir_win_valid = ((dir_win >= 0) & (dir_win != ign)).astype(np.float32)
     return {"wave": seg, "nodes": nodes, "node_mask": mask, "edge_w": ew, "cls": cls,
             "cls_valid": cls_valid, "dir": np.maximum(direction, 0), "dir_valid": dir_valid,
             "dir_win": np.maximum(dir_win, 0), "dir_win_valid": dir_win_valid,
-            "rel": np.int32(r), "full": wave.astype(np.float32), "id": clip_id}
+            "dir_uvd": uvd, "dir_win_uvd": win_uvd, "rel": np.int32(r), "full": wave.astype(np.float32), "id": clip_id}
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -311,7 +317,7 @@ def make_example(raw: bytes, rng: np.random.Generator, *, source, spec: ExampleS
     views = (va, vb)
     out = {k: np.stack([v[k] for v in views]) for k in
            ("wave", "nodes", "node_mask", "edge_w", "cls", "cls_valid", "dir", "dir_valid",
-            "dir_win", "dir_win_valid", "rel")}
+            "dir_win", "dir_win_valid", "dir_uvd", "dir_win_uvd", "rel")}
     out["mix"] = (0.5 * (va["wave"] + vb["wave"])).astype(np.float32)
     if not train:
         length = min(len(va["full"]), len(vb["full"]), spec.clip_samples)
@@ -333,6 +339,7 @@ def example_shapes(spec: ExampleSpec, train: bool) -> dict:
          "dir": ((2, p), np.int32), "dir_valid": ((2, p), np.float32), "rel": ((2,), np.int32),
          "dir_win": ((2, p, spec.r_max + 1), np.int32),
          "dir_win_valid": ((2, p, spec.r_max + 1), np.float32),
+         "dir_uvd": ((2, p, 3), np.float32), "dir_win_uvd": ((2, p, spec.r_max + 1, 3), np.float32),
          "mix": ((seg,), np.float32)}
     if not train:
         s.update(full=((2, spec.clip_samples), np.float32), full_len=((), np.int32),

@@ -47,6 +47,9 @@ def test_pair_examples_have_static_shapes_and_labels(tiny_world):
         assert np.all(ex["dir_win_valid"] == 1)         # 3-s clips: all r_max + 1 = 1 + 1 windows
         for v in range(2):
             assert ex["dir_win"][v, 0, ex["rel"][v]] == ex["dir"][v, 0]
+            # the displacement the class came from (model.dir_uvd_weight's target)
+            assert G.direction_class(ex["dir_uvd"][v, 0]) == ex["dir"][v, 0]
+            np.testing.assert_array_equal(ex["dir_win_uvd"][v, 0, ex["rel"][v]], ex["dir_uvd"][v, 0])
     held = records.RecordSource(tiny_world[1])
     ev = G.make_example(held[0], np.random.default_rng(0), source=held, spec=SPEC, train=False)
     assert ev["full"].shape == (2, 33075) and int(ev["full_len"]) == 33075
@@ -174,6 +177,7 @@ def test_tiny_train_and_evaluate(tiny_world, tmp_path):
     finally:
         layers.set_default_impl(None)
     assert np.isfinite(result["train"]["loss"])
+    assert np.isfinite(result["train"]["displacement"])       # local: model.dir_uvd_weight > 0
     ev = result["eval"]
     for k in ("sdr", "sdr_swapped", "sdr_blank", "sdr_oracle_irm", "sdr_mixture",
               "direction_accuracy", "direction_majority_baseline"):

@@ -221,3 +221,62 @@ def test_teacher_input_replaces_the_separated_estimate_for_direction_only():
     # mask 0: video 0 hears its separated estimate again; video 1 is untouched either way
     assert not np.allclose(a["dir_logits_all"][:, 0], c["dir_logits_all"][:, 0], atol=1e-5)
     np.testing.assert_allclose(a["dir_logits_all"][:, 1], c["dir_logits_all"][:, 1], atol=1e-6)
+
+
+def test_displacement_term_is_the_masked_squared_error_of_the_head():
+    """model.dir_uvd_weight: the loss grows by dir_weight · w · mean over valid slots of the
+    squared error between the head's 3 extra outputs and (u, v, d) ÷ dir_uvd_scale; an invalid
+    slot (no motion window) adds nothing."""
+    from avjax.tasks.asmp import Task
+    c = asmp_config.get_config("local")
+    c.model.dir_uvd_weight = 2.0
+    task = Task(c)
+    r = np.random.default_rng(0)
+    batch = task.example_batch(2)
+    batch["wave"] = r.normal(size=batch["wave"].shape).astype(np.float32) * 0.1
+    batch["mix"] = 0.5 * batch["wave"].sum(1)
+    batch["cls_valid"][:] = 1
+    batch["dir"] = r.integers(0, 28, batch["dir"].shape).astype(np.int32)
+    batch["dir_valid"] = np.array([[1, 1], [1, 0]], np.float32)[..., None]
+    batch["dir_uvd"] = r.normal(size=batch["dir_uvd"].shape).astype(np.float32)
+    spec = F.stft(task.fe, batch["mix"])
+    warped = F.warp(task.fe, np.abs(spec))
+    b, p = 2, batch["cls"].shape[-1]
+    out = {"masks": r.uniform(size=(b, 2, p + 1) + warped.shape[1:]).astype(np.float32),
+           "mix_spec": spec, "mix_warped": warped,
+           "cls_logits": r.normal(size=(b, 2, p, 15)).astype(np.float32),
+           "dir_logits": r.normal(size=(b, 2, p, 28)).astype(np.float32),
+           "cond": r.normal(size=(b, 2, p + 1, 8)).astype(np.float32),
+           "dir_uvd": r.normal(size=(b, 2, p, 3)).astype(np.float32)}
+    total, metrics = task.losses(out, batch)
+    without = {k: v for k, v in out.items() if k != "dir_uvd"}
+    total0, metrics0 = task.losses(without, batch)
+    err = ((out["dir_uvd"] - batch["dir_uvd"] / np.array([3.0, 3.0, 1.0])) ** 2).mean(-1)
+    expect = (err * batch["dir_valid"]).sum() / batch["dir_valid"].sum()
+    assert "displacement" not in metrics0
+    np.testing.assert_allclose(float(metrics["displacement"]), expect, rtol=1e-5)
+    np.testing.assert_allclose(float(total - total0), c.model.dir_weight * 2.0 * expect, rtol=1e-4)
+
+
+def test_displacement_outputs_split_from_the_direction_logits():
+    """dir_uvd: the direction head has C + 3 outputs; forward hands back C logits (what
+    evaluation takes the argmax of) and the 3 regressed values, for the motion window and for
+    every window."""
+    from avjax.models.asmp import ASMP
+    m = ASMP(n_fft=510, warp_rows=128, map_hidden=8, map_out=8, heads=1, head_features=4,
+             edge_features=4, gru_features=8, unet_ngf=2, classifier_width=2, direction_width=2,
+             direction_embed=4, direction_hidden=4, dir_stride=42, dir_width=44,
+             dir_all_windows=True, dir_uvd=True)
+    r = np.random.default_rng(0)
+    mix = r.normal(size=(1, 32767)).astype(np.float32) * 0.1
+    nodes = r.normal(size=(1, 2, 3, 5)).astype(np.float32)
+    mask, ew, rel = np.ones((1, 2, 3), np.float32), np.ones((1, 2, 3, 3), np.float32), np.array([[0, 2]])
+    run = jax.jit(lambda k: m.init_with_output(k, mix, nodes, mask, ew, rel, 1, False,
+                                               method=ASMP.forward))
+    out, v = run(jax.random.key(0))
+    assert v["params"]["direction"]["head2"]["kernel"].shape[-1] == 31
+    assert out["dir_logits"].shape == (1, 2, 1, 28) and out["dir_uvd"].shape == (1, 2, 1, 3)
+    assert out["dir_logits_all"].shape == (1, 2, 1, 3, 28) and out["dir_uvd_all"].shape == (1, 2, 1, 3, 3)
+    for vid, rr in enumerate((0, 2)):       # the motion window's outputs are its window's
+        np.testing.assert_allclose(out["dir_logits"][0, vid], out["dir_logits_all"][0, vid, :, rr], atol=1e-5)
+        np.testing.assert_allclose(out["dir_uvd"][0, vid], out["dir_uvd_all"][0, vid, :, rr], atol=1e-5)

@@ -215,27 +215,61 @@ def test_cli(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].endswith("got 0")
 
 
-def test_echo_transpose_puts_each_wall_echo_in_its_register():
-    """echo_transpose (2, 0.5, 1): at rest, the side-wall echo (45-90 ms, alone there apart
-    from the direct sound) sounds an octave above the direct tone, the floor echo an octave
-    below; the default keeps them in the direct sound's register."""
-    sr, f0 = 11025, 440.0
+def _peak_hz(x, sr, lo, hi):
+    seg = x[int(lo * sr):int(hi * sr)] * np.hanning(int(hi * sr) - int(lo * sr))
+    return np.fft.rfftfreq(1 << 16, 1 / sr)[np.argmax(np.abs(np.fft.rfft(seg, 1 << 16)))]
+
+
+def test_asmp_local_motion_cues_side_and_back_wall_echoes_and_vertical_glide():
+    """asmp_local's cues: the side-wall echo (45 ms) is pitched by the x velocity, the floor echo
+    is gone (gain 0), the back-wall echo (135 ms) stays at the direct pitch at rest; the glide
+    raises every frequency by (1 + rate·t)."""
+    cfg = synthetic.preset("asmp_local")
+    assert cfg.echo_gains == (0.6, 0.0, 0.6) and cfg.y_glide > 0
+    sr, f0 = cfg.sample_rate, 440.0
     sound = {"tau": 0.1, "f": f0}
+    direct = synthetic._event_sound("tone", sound, sr, 1.0, None)
+    vx = 0.2                                           # → side echo × 1/(1 − 0.2/0.6) = 1.5
+    out = synthetic._motion_echoes(direct, "tone", sound, 1.0, vx, 0.0, 0.0, cfg, None)
+    side = synthetic._event_sound("tone", sound, sr, 1.5, None)
+    back = synthetic._event_sound("tone", sound, sr, 1.0, None)
+    expect = np.zeros_like(out)
+    expect[:len(direct)] += direct
+    expect[int(0.045 * sr):int(0.045 * sr) + len(side)] += 0.6 * side
+    expect[int(0.135 * sr):int(0.135 * sr) + len(back)] += 0.6 * back
+    np.testing.assert_allclose(out, expect, atol=1e-12)   # exactly these three, no floor echo
+    echoes = out.copy()
+    echoes[:len(direct)] -= direct
+    assert abs(_peak_hz(echoes, sr, 0.05, 0.13) - 1.5 * f0) < 15     # the side echo's pitch
 
-    def echo_peak(transpose, lo, hi):
-        cfg = dataclasses.replace(synthetic.preset("asmp_local"), echo_transpose=transpose)
-        direct = synthetic._event_sound("tone", sound, sr, 1.0, np.random.default_rng(0))
-        out = synthetic._motion_echoes(direct, "tone", sound, 1.0, 0.0, 0.0, 0.0, cfg,
-                                       np.random.default_rng(0))
-        rest = out.copy()
-        rest[:len(direct)] -= direct
-        if lo >= 0.09:                                  # remove the side-wall echo as well
-            side = synthetic._event_sound("tone", sound, sr, transpose[0], None)
-            rest[int(0.045 * sr):int(0.045 * sr) + len(side)] -= 0.6 * side
-        seg = rest[int(lo * sr):int(hi * sr)] * np.hanning(int(hi * sr) - int(lo * sr))
-        spec = np.abs(np.fft.rfft(seg, 1 << 16))
-        return np.fft.rfftfreq(1 << 16, 1 / sr)[np.argmax(spec)]
+    tone = np.sin(2 * np.pi * f0 * np.arange(int(0.4 * sr)) / sr)
+    up, flat = synthetic._glide(tone, 1.0, sr), synthetic._glide(tone, 0.0, sr)
+    assert flat is tone
+    assert abs(_peak_hz(up, sr, 0.0, 0.05) - f0 * 1.025) < 15
+    assert abs(_peak_hz(up, sr, 0.3, 0.35) - f0 * 1.325) < 15
+    down = synthetic._glide(tone, -1.0, sr)
+    assert abs(_peak_hz(down, sr, 0.3, 0.35) - f0 * 0.675) < 15
 
-    assert abs(echo_peak((2.0, 0.5, 1.0), 0.05, 0.088) - 2 * f0) < 15
-    assert abs(echo_peak((2.0, 0.5, 1.0), 0.095, 0.133) - 0.5 * f0) < 15
-    assert abs(echo_peak((1.0, 1.0, 1.0), 0.05, 0.088) - f0) < 15
+
+def test_asmp_local_vertical_motion_glides_its_events():
+    """Rendered through the world: an object rising (dy/dt < 0) makes its events glide up, one
+    sinking glides them down, and the slope follows y_glide · |dy/dt|."""
+    base = dataclasses.replace(synthetic.preset("asmp_local"), event_gain_jitter=0.0)
+    slopes = {}
+    for vy in (-0.1, 0.1):
+        obj = synthetic.SceneObject(kind="onscreen", family=0, shape=0, rgb=np.zeros(3), radius=0.1,
+                                    pattern="wander", level=1.0, sound={"tau": 0.3, "f": 440.0},
+                                    events=np.array([1.0]),
+                                    motion={"x": 0.5, "y": 0.5, "d": 1.5, "vx": 0.0, "vy": vy, "vd": 0.0,
+                                            "bounds": (0.0, 1.0, 0.0, 1.0), "period": 1.0, "phase": 0.0})
+        scene = synthetic.Scene(objects=[obj], label=0, background={})
+        cfg = dataclasses.replace(base, echo_gains=(0.0, 0.0, 0.0))
+        stems, _ = synthetic.render_audio(scene, cfg, np.random.default_rng(0))
+        s = stems[0, :, 0]
+        early = _peak_hz(s, cfg.sample_rate, 1.0, 1.05)
+        late = _peak_hz(s, cfg.sample_rate, 1.25, 1.3)
+        slopes[vy] = (late - early) / early
+    rate = base.y_glide * 0.1                          # 1.2 /s: + 25 % between the two windows
+    assert slopes[-0.1] == pytest.approx(rate * 0.25 / (1 + rate * 0.025), abs=0.04)
+    assert slopes[0.1] == pytest.approx(-rate * 0.25 / (1 - rate * 0.025), abs=0.04)
+

@@ -44,6 +44,7 @@ class ASMP(nn.Module):
     dir_stride: int = 42       # frames per 1-s window position (spec: 42)
     dir_width: int = 46        # frames in the direction slice (spec: 46)
     dir_all_windows: bool = False  # also direction logits for every window slice (dir_logits_all)
+    dir_uvd: bool = False      # 3 more direction-head outputs: the window's displacement (u, v, d)
     use_gat: bool = True
     use_edgeconv: bool = True
     use_gru: bool = True
@@ -70,7 +71,8 @@ class ASMP(nn.Module):
         self.unet = ASMPUNet(ngf=self.unet_ngf, film=self.unet_film)
         self.classifier = Classifier(self.classifier_width, self.num_audio_classes)
         self.direction = DirectionNet(self.direction_width, self.direction_embed,
-                                      self.direction_hidden, self.num_direction_classes,
+                                      self.direction_hidden,
+                                      self.num_direction_classes + (3 if self.dir_uvd else 0),
                                       self.direction_stem_strides, self.direction_stem_pool)
 
     # -- pieces ----------------------------------------------------------------------------
@@ -117,7 +119,8 @@ class ASMP(nn.Module):
         slots, from ``num_principals`` below), the warped mixture, and logits of the object
         slots: class (B, 2, P, 15), direction (B, 2, P, C); slot conditions (B, 2, T, D); with
         ``condition_head`` also the conditions' own class logits (B, 2, P, 15); with
-        ``dir_all_windows`` the direction logits of every window slice (B, 2, P, R, C)."""
+        ``dir_all_windows`` the direction logits of every window slice (B, 2, P, R, C); with
+        ``dir_uvd`` the regressed displacements (B, 2, P, 3) (and (B, 2, P, R, 3))."""
         return self.forward(mix, nodes, node_mask, edge_w, rel, 1, train)
 
     def forward(self, mix, nodes, node_mask, edge_w, rel, num_principals: int, train: bool,
@@ -151,6 +154,13 @@ class ASMP(nn.Module):
             extra["dir_logits_all"] = every.reshape((b, v, p) + every.shape[1:])
         else:
             dirs = self.directions(flat, rel_flat, train)
+        if self.dir_uvd:     # the head's last 3 outputs regress (u, v, d) (model.dir_uvd_weight)
+            c = self.num_direction_classes
+            extra["dir_uvd"] = dirs[:, c:].reshape(b, v, p, 3)
+            dirs = dirs[:, :c]
+            if "dir_logits_all" in extra:
+                every = extra["dir_logits_all"]
+                extra["dir_uvd_all"], extra["dir_logits_all"] = every[..., c:], every[..., :c]
         out = {"masks": masks, "mix_spec": spec, "mix_warped": mix_w, "cls_logits": cls,
                "dir_logits": dirs.reshape(b, v, p, -1), "cond": cond, **extra}
         if self.condition_head:     # class logits of the object slots' conditions (B, 2, P, 15)

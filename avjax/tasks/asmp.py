@@ -10,6 +10,11 @@ segment, padded scene graph, class and direction labels. Loss (spec §7):
   direction      cross-entropy on object slots with a motion window (model.dir_weight, 0.05);
                  with model.dir_all_windows on every 1-s window slice of the segment, each
                  with its own label (not in the paper: ASIW labels one window per video).
+  displacement   (model.dir_uvd_weight > 0; not in the paper) squared error of 3 more
+                 direction-head outputs against the window's displacement (u, v, d) ÷
+                 model.dir_uvd_scale, on the same slices as the direction loss. The class is
+                 the nearest of 26 directions to (u, v, d); the regression tells the net each
+                 axis's sign and size, which it otherwise has to infer from 28 one-hot labels.
   condition      (model.cond_cls_weight > 0; not in the paper, configs/asmp.py:local) cross-
                  entropy of a linear class head on each object slot's condition.
 Per-sub-network learning rates: ``param_labels`` labels the top-level sub-networks (graph, gru,
@@ -82,6 +87,7 @@ def build_model(config) -> ASMP:
         num_direction_classes=int(m.num_direction_classes),
         dir_stride=stride, dir_width=frames - stride * r_max,
         dir_all_windows=bool(m.get("dir_all_windows", False)),
+        dir_uvd=float(m.get("dir_uvd_weight", 0.0)) > 0,
         use_gat=bool(m.use_gat), use_edgeconv=bool(m.use_edgeconv), use_gru=bool(m.use_gru),
         node_norm=bool(m.get("node_norm", False)),
         condition_head=float(m.get("cond_cls_weight", 0.0)) > 0,
@@ -93,6 +99,12 @@ def _masked_xent(logits, labels, valid):
     acc = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     n = jnp.maximum(valid.sum(), 1.0)
     return (ce * valid).sum() / n, (acc * valid).sum() / n
+
+
+def _masked_sq_error(pred, target, valid):
+    """Mean over valid rows of the per-row mean squared error (pred, target (…, k), valid (…))."""
+    err = jnp.mean(jnp.square(pred - target), -1)
+    return (err * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
 
 def orthogonality_loss(y):
@@ -195,13 +207,25 @@ class Task:
                                              batch["dir_win_valid"])
         else:
             dir_loss, dir_acc = _masked_xent(out["dir_logits"], batch["dir"], batch["dir_valid"])
+        if "dir_uvd" in out:            # model.dir_uvd_weight: regress (u, v, d) ÷ scale
+            scale = jnp.asarray(tuple(m.get("dir_uvd_scale", (3.0, 3.0, 1.0))), jnp.float32)
+            if "dir_uvd_all" in out:
+                uvd = _masked_sq_error(out["dir_uvd_all"], batch["dir_win_uvd"] / scale,
+                                       batch["dir_win_valid"])
+            else:
+                uvd = _masked_sq_error(out["dir_uvd"], batch["dir_uvd"] / scale, batch["dir_valid"])
+            dir_loss_total = float(m.dir_weight) * (dir_loss + float(m.dir_uvd_weight) * uvd)
+        else:
+            uvd, dir_loss_total = None, float(m.dir_weight) * dir_loss
         cond = out["cond"]
         orth = orthogonality_loss(cond.reshape((-1,) + cond.shape[2:])) if p + 1 > 1 else 0.0
         total = (float(m.cosep_weight) * cosep + float(m.cls_weight) * cls_loss
-                 + float(m.orth_weight) * orth + float(m.dir_weight) * dir_loss)
+                 + float(m.orth_weight) * orth + dir_loss_total)
         metrics = {"coseparation": cosep, "classification": cls_loss, "orthogonality": orth,
                    "direction": dir_loss, "class_accuracy": cls_acc,
                    "direction_accuracy": dir_acc}
+        if uvd is not None:
+            metrics["displacement"] = uvd
         if "cond_logits" in out:
             cond_loss, cond_acc = _masked_xent(out["cond_logits"], batch["cls"], batch["cls_valid"])
             total = total + float(m.cond_cls_weight) * cond_loss
