@@ -114,7 +114,8 @@ def test_ablation_and_variant_configs_build(args):
     loss, _ = jax.eval_shape(lambda p, s, b: task.loss(p, s, b, jax.random.key(0), True),
                              v["params"], state, batch)
     assert loss.shape == ()
-    assert v["params"]["direction"]["head2"]["kernel"].shape[-1] == c.model.num_direction_classes
+    extra = 3 if c.model.dir_uvd_weight > 0 else 0          # local: the displacement outputs
+    assert v["params"]["direction"]["head2"]["kernel"].shape[-1] == c.model.num_direction_classes + extra
     if "no_gru" in args:
         assert "gru" not in v["params"] and "slot_offset" in v["params"]
         assert "gat" not in v["params"]["graph"] and "edgeconv" not in v["params"]["graph"]
