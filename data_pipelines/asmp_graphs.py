@@ -282,7 +282,8 @@ def video_view(data: dict, rng: np.random.Generator, spec: ExampleSpec, train: b
     return {"wave": seg, "nodes": nodes, "node_mask": mask, "edge_w": ew, "cls": cls,
             "cls_valid": cls_valid, "dir": np.maximum(direction, 0), "dir_valid": dir_valid,
             "dir_win": np.maximum(dir_win, 0), "dir_win_valid": dir_win_valid,
-            "dir_uvd": uvd, "dir_win_uvd": win_uvd, "rel": np.int32(r), "full": wave.astype(np.float32), "id": clip_id}
+            "dir_uvd": uvd, "dir_win_uvd": win_uvd, "rel": np.int32(r),
+            "full": wave.astype(np.float32), "id": clip_id}
 
 
 # ----------------------------------------------------------------------------- pairs

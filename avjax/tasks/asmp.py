@@ -203,24 +203,21 @@ class Task:
         cosep = jnp.mean(weight * jnp.abs(pred - gt))
         cls_loss, cls_acc = _masked_xent(out["cls_logits"], batch["cls"], batch["cls_valid"])
         if "dir_logits_all" in out:     # every window of the segment (model.dir_all_windows)
-            dir_loss, dir_acc = _masked_xent(out["dir_logits_all"], batch["dir_win"],
-                                             batch["dir_win_valid"])
+            logits, labels, valid = out["dir_logits_all"], batch["dir_win"], batch["dir_win_valid"]
+            uvd_pred, uvd_target = out.get("dir_uvd_all"), batch.get("dir_win_uvd")
         else:
-            dir_loss, dir_acc = _masked_xent(out["dir_logits"], batch["dir"], batch["dir_valid"])
-        if "dir_uvd" in out:            # model.dir_uvd_weight: regress (u, v, d) ÷ scale
+            logits, labels, valid = out["dir_logits"], batch["dir"], batch["dir_valid"]
+            uvd_pred, uvd_target = out.get("dir_uvd"), batch.get("dir_uvd")
+        dir_loss, dir_acc = _masked_xent(logits, labels, valid)
+        dir_loss_total, uvd = dir_loss, None
+        if uvd_pred is not None:        # model.dir_uvd_weight: regress (u, v, d) ÷ scale
             scale = jnp.asarray(tuple(m.get("dir_uvd_scale", (3.0, 3.0, 1.0))), jnp.float32)
-            if "dir_uvd_all" in out:
-                uvd = _masked_sq_error(out["dir_uvd_all"], batch["dir_win_uvd"] / scale,
-                                       batch["dir_win_valid"])
-            else:
-                uvd = _masked_sq_error(out["dir_uvd"], batch["dir_uvd"] / scale, batch["dir_valid"])
-            dir_loss_total = float(m.dir_weight) * (dir_loss + float(m.dir_uvd_weight) * uvd)
-        else:
-            uvd, dir_loss_total = None, float(m.dir_weight) * dir_loss
+            uvd = _masked_sq_error(uvd_pred, uvd_target / scale, valid)
+            dir_loss_total = dir_loss + float(m.dir_uvd_weight) * uvd
         cond = out["cond"]
         orth = orthogonality_loss(cond.reshape((-1,) + cond.shape[2:])) if p + 1 > 1 else 0.0
         total = (float(m.cosep_weight) * cosep + float(m.cls_weight) * cls_loss
-                 + float(m.orth_weight) * orth + dir_loss_total)
+                 + float(m.orth_weight) * orth + float(m.dir_weight) * dir_loss_total)
         metrics = {"coseparation": cosep, "classification": cls_loss, "orthogonality": orth,
                    "direction": dir_loss, "class_accuracy": cls_acc,
                    "direction_accuracy": dir_acc}
