@@ -111,6 +111,8 @@ def get_config(arg=None):
                                      # (each with its own label), not only the motion window
     m.dir_teacher = 0.0              # > 0: per video, the probability that the direction net
                                      # hears the clean segment instead of the separated estimate
+    m.dir_teacher_both = False       # True: the direction net hears both the estimate and
+                                     # the clean segment of every video (dir_teacher unused)
     m.dir_uvd_weight = 0.0           # > 0: the direction head also regresses the window's
                                      # displacement (u, v, d) ÷ dir_uvd_scale (squared error,
                                      # this weight relative to the direction cross-entropy)
@@ -148,7 +150,7 @@ def get_config(arg=None):
         d.synthetic_preset = "asmp_local"
         d.synthetic_train_clips = 2000   # with 400 a direction probe fit its training windows
                                          # (0.65 train vs 0.51 held-out); +~70 s generation
-        d.synthetic_eval_clips = 64
+        d.synthetic_eval_clips = 128     # 256 held-out directions (64 left ±0.044 of noise)
         d.segment_samples = 32767        # 2.97 s → 128 frames
         d.n_fft = 510                    # 256 linear rows → 128 warped rows
         d.warp_rows = 128
@@ -175,12 +177,12 @@ def get_config(arg=None):
         m.node_norm = True               # see the docstring: the conditioning plateau
         m.cond_cls_weight = 0.1
         m.dir_all_windows = True         # the direction net: see the docstring
-        m.dir_teacher = 0.75
+        m.dir_teacher_both = True
         m.dir_uvd_weight = 1.0
         c.batch_size = 8
-        c.total_steps = 1600
+        c.total_steps = 1250
         c.log_every = 50
-        c.eval_every = 1600
+        c.eval_every = 1250
         c.checkpoint_every = 500
         o.name = "adam"
         o.lr = 1e-3

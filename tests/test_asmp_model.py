@@ -224,6 +224,67 @@ def test_teacher_input_replaces_the_separated_estimate_for_direction_only():
     np.testing.assert_allclose(a["dir_logits_all"][:, 1], c["dir_logits_all"][:, 1], atol=1e-6)
 
 
+def test_teacher_heard_as_well_as_the_estimate_comes_back_under_teacher_keys():
+    """model.dir_teacher_both: with a teacher and no mask the direction net hears both; the
+    plain keys are the estimate's outputs (as with no teacher), the teacher_ keys the clean
+    segment's (as with a mask of ones), for the motion window, every window and (u, v, d)."""
+    from avjax.models.asmp import ASMP
+    m = ASMP(n_fft=510, warp_rows=128, map_hidden=8, map_out=8, heads=1, head_features=4,
+             edge_features=4, gru_features=8, unet_ngf=2, classifier_width=2, direction_width=2,
+             direction_embed=4, direction_hidden=4, dir_stride=42, dir_width=44,
+             dir_all_windows=True, dir_uvd=True)
+    r = np.random.default_rng(1)
+    mix = r.normal(size=(2, 32767)).astype(np.float32) * 0.1
+    nodes = r.normal(size=(2, 2, 3, 5)).astype(np.float32)
+    mask, ew, rel = np.ones((2, 2, 3), np.float32), np.ones((2, 2, 3, 3), np.float32), np.array([[0, 2], [1, 1]])
+    teacher = r.normal(size=(2, 2, 128, 128)).astype(np.float32)
+    v = jax.jit(lambda k: m.init(k, mix, nodes, mask, ew, rel, 1, False,
+                                 method=ASMP.forward))(jax.random.key(0))
+    run = jax.jit(lambda *t: m.apply(v, mix, nodes, mask, ew, rel, 1, False, *t,
+                                     method=ASMP.forward))
+    both, plain, clean = run(teacher, None), run(), run(teacher, np.ones((2, 2), np.float32))
+    for k in ("dir_logits", "dir_logits_all", "dir_uvd", "dir_uvd_all"):
+        assert both[k].shape == plain[k].shape == both["teacher_" + k].shape
+        np.testing.assert_allclose(both[k], plain[k], atol=1e-5)
+        np.testing.assert_allclose(both["teacher_" + k], clean[k], atol=1e-5)
+    assert not np.allclose(both["dir_logits"], both["teacher_dir_logits"], atol=1e-3)
+    assert "teacher_dir_logits" not in plain and "teacher_dir_logits" not in clean
+
+
+def test_teacher_both_loss_averages_the_estimate_and_teacher_terms():
+    """With dir_teacher_both the direction cross-entropy and the displacement term are means
+    over the estimate's and the teacher's windows together."""
+    from avjax.tasks.asmp import Task
+    c = asmp_config.get_config("local")
+    task = Task(c)
+    r = np.random.default_rng(2)
+    batch = task.example_batch(2)
+    batch["wave"] = r.normal(size=batch["wave"].shape).astype(np.float32) * 0.1
+    batch["mix"] = 0.5 * batch["wave"].sum(1)
+    lab = batch["dir_win"] = r.integers(0, 27, batch["dir_win"].shape).astype(np.int32)
+    val = batch["dir_win_valid"] = (r.random(lab.shape) < 0.7).astype(np.float32)
+    batch["dir_win_uvd"] = r.normal(size=batch["dir_win_uvd"].shape).astype(np.float32)
+    spec = F.stft(task.fe, batch["mix"])
+    warped = F.warp(task.fe, np.abs(spec))
+    b, p, w = lab.shape[0], lab.shape[2], lab.shape[3]
+    est, tea = (r.normal(size=(b, 2, p, w, 28)).astype(np.float32) for _ in range(2))
+    est_uvd, tea_uvd = (r.normal(size=(b, 2, p, w, 3)).astype(np.float32) for _ in range(2))
+    out = {"masks": r.uniform(size=(b, 2, p + 1) + warped.shape[1:]).astype(np.float32),
+           "mix_spec": spec, "mix_warped": warped,
+           "cls_logits": r.normal(size=(b, 2, p, 15)).astype(np.float32),
+           "cond": r.normal(size=(b, 2, p + 1, 8)).astype(np.float32),
+           "dir_logits": est[:, :, :, 0], "dir_logits_all": est, "dir_uvd_all": est_uvd,
+           "teacher_dir_logits": tea[:, :, :, 0], "teacher_dir_logits_all": tea,
+           "teacher_dir_uvd_all": tea_uvd}
+    _, metrics = task.losses(out, batch)
+    ce = lambda lg: -np.take_along_axis(np.asarray(jax.nn.log_softmax(lg)), lab[..., None], -1)[..., 0]
+    np.testing.assert_allclose(float(metrics["direction"]),
+                               ((ce(est) + ce(tea)) * val).sum() / (2 * val.sum()), rtol=1e-5)
+    sq = lambda pr: ((pr - batch["dir_win_uvd"] / np.array([3.0, 3.0, 1.0])) ** 2).mean(-1)
+    np.testing.assert_allclose(float(metrics["displacement"]),
+                               ((sq(est_uvd) + sq(tea_uvd)) * val).sum() / (2 * val.sum()), rtol=1e-5)
+
+
 def test_displacement_term_is_the_masked_squared_error_of_the_head():
     """model.dir_uvd_weight: the loss grows by dir_weight · w · mean over valid slots of the
     squared error between the head's 3 extra outputs and (u, v, d) ÷ dir_uvd_scale; an invalid

@@ -183,6 +183,15 @@ def test_conv_choice_at_shift_net_shapes():
     assert conv_fast.conv_choice((2, 1401, 1, 64), (15, 1, 64, 128), (4, 1)) != "tfold"
 
 
+def test_core_choice_at_asmp_resnet_shapes():
+    # the narrow ResNets' 3×3 blocks use XLA's own conv while 6+ wide; 2-4 wide, the GEMM cores
+    assert conv_fast.core_choice((48, 34, 14, 16), (3, 3, 16, 16)) == "xla"       # direction, layer1
+    assert conv_fast.core_choice((16, 34, 34, 16), (3, 3, 16, 16)) == "xla"       # classifier, layer1
+    assert conv_fast.core_choice((48, 6, 4, 128), (3, 3, 128, 128)) != "xla"      # direction, layer4
+    assert conv_fast.core_choice((8, 34, 34, 256), (3, 3, 256, 256)) != "xla"     # paper width
+    assert conv_fast.core_choice((8, 34, 34, 64), (2, 2, 64, 32)) != "xla"        # U-Net (s2d)
+
+
 def test_concat_pointwise_conv_equals_conv_on_the_materialised_concat():
     """The shift net's F4: video features shared by the audio passes, audio tiled over H, W."""
     b, p, t, h, w, cv, ca, f = 2, 3, 4, 5, 6, 7, 5, 9

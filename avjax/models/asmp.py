@@ -127,7 +127,9 @@ class ASMP(nn.Module):
                 teacher=None, teacher_mask=None):
         """``teacher`` (B, 2, H, W) log warped spectrograms and ``teacher_mask`` (B, 2): where
         the mask is 1 the direction net hears the teacher instead of the video's separated
-        estimate (model.dir_teacher; no gradient reaches the separator from those videos)."""
+        estimate (model.dir_teacher; no gradient reaches the separator from those videos). A
+        teacher with no mask is heard as well as the estimate (model.dir_teacher_both): its
+        outputs come back under ``teacher_``-prefixed keys."""
         b, v = node_mask.shape[:2]
         t = num_principals + 1
         spec = F.stft(self.fe, mix)
@@ -142,27 +144,36 @@ class ASMP(nn.Module):
         log_sep = F.log_mag(masks[:, :, :p] * mix_w[:, None, None])    # (B, 2, P, H, W)
         flat = log_sep.reshape((b * v * p,) + log_sep.shape[3:])
         cls = self.classify(flat, train).reshape(b, v, p, -1)
+        heard = log_sep
         if teacher is not None:
-            heard = jnp.where(teacher_mask[:, :, None, None, None] > 0,
-                              jax.lax.stop_gradient(teacher)[:, :, None], log_sep)
-            flat = heard.reshape(flat.shape)
-        rel_flat = jnp.repeat(rel.reshape(b * v), p)
+            clean = jnp.broadcast_to(jax.lax.stop_gradient(teacher)[:, :, None], log_sep.shape)
+            if teacher_mask is None:     # it hears both: the teacher as P more slots
+                heard = jnp.concatenate([log_sep, clean], 2)
+            else:
+                heard = jnp.where(teacher_mask[:, :, None, None, None] > 0, clean, log_sep)
+        ph = heard.shape[2]
+        flat = heard.reshape((b * v * ph,) + heard.shape[3:])
+        rel_flat = jnp.repeat(rel.reshape(b * v), ph)
         extra = {}
         if self.dir_all_windows:     # one direction-net pass over all slices; rel's is among them
             every = self.window_directions(flat, train)                    # (B·2·P, R, C)
             dirs = jnp.take_along_axis(every, rel_flat[:, None, None], 1)[:, 0]
-            extra["dir_logits_all"] = every.reshape((b, v, p) + every.shape[1:])
+            extra["dir_logits_all"] = every.reshape((b, v, ph) + every.shape[1:])
         else:
             dirs = self.directions(flat, rel_flat, train)
         if self.dir_uvd:     # the head's last 3 outputs regress (u, v, d) (model.dir_uvd_weight)
             c = self.num_direction_classes
-            extra["dir_uvd"] = dirs[:, c:].reshape(b, v, p, 3)
+            extra["dir_uvd"] = dirs[:, c:].reshape(b, v, ph, 3)
             dirs = dirs[:, :c]
             if "dir_logits_all" in extra:
                 every = extra["dir_logits_all"]
                 extra["dir_uvd_all"], extra["dir_logits_all"] = every[..., c:], every[..., :c]
+        extra["dir_logits"] = dirs.reshape(b, v, ph, -1)
+        if ph > p:       # the teacher's slots → teacher_dir_logits, teacher_dir_uvd, ...
+            extra.update({f"teacher_{k}": x[:, :, p:] for k, x in extra.items()})
+            extra = {k: x if k.startswith("teacher_") else x[:, :, :p] for k, x in extra.items()}
         out = {"masks": masks, "mix_spec": spec, "mix_warped": mix_w, "cls_logits": cls,
-               "dir_logits": dirs.reshape(b, v, p, -1), "cond": cond, **extra}
+               "cond": cond, **extra}
         if self.condition_head:     # class logits of the object slots' conditions (B, 2, P, 15)
             out["cond_logits"] = self.cond_head(cond[:, :, :p])
         return out

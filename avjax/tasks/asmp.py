@@ -172,23 +172,26 @@ class Task:
         args = (batch["mix"], batch["nodes"], batch["node_mask"], batch["edge_w"], batch["rel"],
                 num_principals, train)
         if train:
-            p_teacher = float(self.config.model.get("dir_teacher", 0.0))
-            if p_teacher > 0 and rng is not None:
-                args = args + self._teacher(batch, p_teacher, rng)
+            m = self.config.model
+            p_teacher = float(m.get("dir_teacher", 0.0))
+            if bool(m.get("dir_teacher_both", False)):
+                args = args + (self._clean(batch), None)
+            elif p_teacher > 0 and rng is not None:
+                mask = jax.random.bernoulli(rng, p_teacher, batch["rel"].shape)
+                args = args + (self._clean(batch), mask.astype(jnp.float32))
             return self.model.apply(variables, *args, method=ASMP.forward,
                                     mutable=["batch_stats"])
         return self.model.apply(variables, *args, method=ASMP.forward), {}
 
-    def _teacher(self, batch, prob, rng):
-        """model.dir_teacher (not in the paper): each video's direction net hears, with
-        probability ``prob``, the log warped spectrogram of its own clean segment at its share
-        of the mixture (½·wave, the scale a perfect mask gives) instead of the separated
-        estimate, so it can learn the motion cue before the separator is good."""
+    def _clean(self, batch):
+        """The direction teacher (not in the paper): the log warped spectrogram of each video's
+        own clean segment at its share of the mixture (½·wave, the scale a perfect mask gives).
+        With model.dir_teacher each video's direction net hears it instead of the separated
+        estimate with that probability; with model.dir_teacher_both it hears both, so it
+        learns the motion cue from clean sound while learning to find it in the estimates."""
         # ½·|STFT(wave)|, not |STFT(½·wave)|: the same STFT as the co-separation target's, so
         # XLA computes it once per step.
-        clean = F.log_mag(F.warp(self.fe, 0.5 * jnp.abs(F.stft(self.fe, batch["wave"]))))
-        mask = jax.random.bernoulli(rng, prob, batch["rel"].shape).astype(jnp.float32)
-        return clean, mask
+        return F.log_mag(F.warp(self.fe, 0.5 * jnp.abs(F.stft(self.fe, batch["wave"]))))
 
     def losses(self, out, batch):
         m = self.config.model
@@ -208,6 +211,14 @@ class Task:
         else:
             logits, labels, valid = out["dir_logits"], batch["dir"], batch["dir_valid"]
             uvd_pred, uvd_target = out.get("dir_uvd"), batch.get("dir_uvd")
+        if "teacher_dir_logits" in out:     # model.dir_teacher_both: the teacher's slots too
+            key = "teacher_dir_logits_all" if "dir_logits_all" in out else "teacher_dir_logits"
+            logits = jnp.concatenate([logits, out[key]], 2)
+            labels, valid = (jnp.concatenate([x, x], 2) for x in (labels, valid))
+            if uvd_pred is not None:
+                key = "teacher_dir_uvd_all" if "dir_logits_all" in out else "teacher_dir_uvd"
+                uvd_pred = jnp.concatenate([uvd_pred, out[key]], 2)
+                uvd_target = jnp.concatenate([uvd_target, uvd_target], 2)
         dir_loss, dir_acc = _masked_xent(logits, labels, valid)
         dir_loss_total, uvd = dir_loss, None
         if uvd_pred is not None:        # model.dir_uvd_weight: regress (u, v, d) ÷ scale
