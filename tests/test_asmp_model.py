@@ -193,15 +193,21 @@ def test_all_window_directions_match_per_window_slices():
         np.testing.assert_allclose(every[:, r], one, rtol=1e-4, atol=1e-4)
 
 
+def _tiny_asmp(**flags):
+    """A few-parameter ASMP on 32 767-sample segments (128 frames, 3 direction windows)."""
+    from avjax.models.asmp import ASMP
+    return ASMP(n_fft=510, warp_rows=128, map_hidden=8, map_out=8, heads=1, head_features=4,
+                edge_features=4, gru_features=8, unet_ngf=2, classifier_width=2,
+                direction_width=2, direction_embed=4, direction_hidden=4, dir_stride=42,
+                dir_width=44, dir_all_windows=True, **flags)
+
+
 def test_teacher_input_replaces_the_separated_estimate_for_direction_only():
     """model.dir_teacher: a video whose teacher mask is 1 has direction logits from the teacher
     spectrogram (unchanged when the mixture, hence its separated estimate, changes); its class
     logits still come from the separated estimate; a mask of 0 is the plain forward pass."""
     from avjax.models.asmp import ASMP
-    m = ASMP(n_fft=510, warp_rows=128, map_hidden=8, map_out=8, heads=1, head_features=4,
-             edge_features=4, gru_features=8, unet_ngf=2, classifier_width=2, direction_width=2,
-             direction_embed=4, direction_hidden=4, dir_stride=42, dir_width=44,
-             dir_all_windows=True)
+    m = _tiny_asmp()
     r = np.random.default_rng(0)
     mix = r.normal(size=(1, 32767)).astype(np.float32) * 0.1
     nodes = r.normal(size=(1, 2, 3, 5)).astype(np.float32)
@@ -229,10 +235,7 @@ def test_teacher_heard_as_well_as_the_estimate_comes_back_under_teacher_keys():
     plain keys are the estimate's outputs (as with no teacher), the teacher_ keys the clean
     segment's (as with a mask of ones), for the motion window, every window and (u, v, d)."""
     from avjax.models.asmp import ASMP
-    m = ASMP(n_fft=510, warp_rows=128, map_hidden=8, map_out=8, heads=1, head_features=4,
-             edge_features=4, gru_features=8, unet_ngf=2, classifier_width=2, direction_width=2,
-             direction_embed=4, direction_hidden=4, dir_stride=42, dir_width=44,
-             dir_all_windows=True, dir_uvd=True)
+    m = _tiny_asmp(dir_uvd=True)
     r = np.random.default_rng(1)
     mix = r.normal(size=(2, 32767)).astype(np.float32) * 0.1
     nodes = r.normal(size=(2, 2, 3, 5)).astype(np.float32)
@@ -325,10 +328,7 @@ def test_displacement_outputs_split_from_the_direction_logits():
     evaluation takes the argmax of) and the 3 regressed values, for the motion window and for
     every window."""
     from avjax.models.asmp import ASMP
-    m = ASMP(n_fft=510, warp_rows=128, map_hidden=8, map_out=8, heads=1, head_features=4,
-             edge_features=4, gru_features=8, unet_ngf=2, classifier_width=2, direction_width=2,
-             direction_embed=4, direction_hidden=4, dir_stride=42, dir_width=44,
-             dir_all_windows=True, dir_uvd=True)
+    m = _tiny_asmp(dir_uvd=True)
     r = np.random.default_rng(0)
     mix = r.normal(size=(1, 32767)).astype(np.float32) * 0.1
     nodes = r.normal(size=(1, 2, 3, 5)).astype(np.float32)
