@@ -11,7 +11,7 @@ Args (comma list):
              narrow nets (U-Net ngf 16, ResNets width 16, graph 64-d, GRU 128), the asmp_local
              world (one sounding object per video, strong motion cues; 2000 training clips),
              Adam 1e-3 for every sub-network but the direction net (3e-3), cosine decay after
-             50 warm-up steps, batch 8, 1600 steps, evaluation hop 0.5 s instead of 0.05 s.
+             50 warm-up steps, batch 8, 1400 steps, evaluation hop 0.5 s instead of 0.05 s.
              Departures from the paper to learn in minutes:
              - the condition also FiLM-modulates every decoder block (model.unet_film; with the
                bottleneck injection alone a 400-step run left SDR unchanged when the graphs
@@ -28,23 +28,21 @@ Args (comma list):
                (model.cond_cls_weight; the paper's classifier sees only the separated audio),
                0.159 at step 300.
              - the direction net: the paper's 30k iterations give it ~600k examples, a
-               20-minute run 26k motion windows, so `local` gives it more and easier ones.
+               20-minute run ~22k motion windows, so `local` gives it more and easier ones.
                Every 1-s window of the segment gets the direction loss
-               (model.dir_all_windows: 3 per video); three quarters of the videos' direction
-               nets hear the clean segment instead of the estimate (model.dir_teacher; held-
-               out direction 0.344 at 0.25, 0.344 at 0.5, 0.375 at 0.75 in otherwise equal
-               runs; averaged over four samplings of held-out windows 0.34 / 0.39 / 0.38, and
-               on their clean segments 0.42 / 0.58 / 0.72); the head also regresses the window's
-               displacement (u, v, d) (model.dir_uvd_weight=1: alone on clean 1-s slices,
-               1000 steps of 48, held-out 0.682 → 0.723, and 0.407 → 0.532 at step 500);
-               its learning rate is 3e-3 (0.517 → 0.585 in that probe on the old world;
-               1e-2 does not learn). The asmp_local world gives each axis its own cue (data_
-               pipelines/synthetic.py: 0.571 → 0.682 in that probe).
-               The run of this config (964 s, fresh data cache): SDR 9.49 dB (the other
-               video's graph −12.32), direction 0.375 against the majority class's 0.148
-               (2.5×; the target is 3×). Its direction net scores 0.70–0.73 on the clean
-               segments of held-out windows (three samplings; 0.37–0.41 on the estimates):
-               what is left is the gap between clean and separated input.
+               (model.dir_all_windows: 3 per video), and the direction net hears both each
+               video's separated estimate and its clean segment (model.dir_teacher_both; the
+               loss is the mean over both). The alternative, hearing the clean segment instead
+               of the estimate for a random share of videos (model.dir_teacher), scored 0.344
+               at 0.25 and 0.5 and 0.375 at 0.75 (1600 steps), against 0.445 for both (1600
+               and 1400 steps; 0.42–0.56 on three other samplings of held-out windows, 0.49
+               on average). The head also regresses the window's displacement (u, v, d)
+               (model.dir_uvd_weight=1: alone on clean 1-s slices, 1000 steps of 48, held-out
+               0.682 → 0.723, and 0.407 → 0.532 at step 500); its learning rate is 3e-3
+               (0.517 → 0.585 in that probe on the old world; 1e-2 does not learn). The
+               asmp_local world gives each axis its own cue (data_pipelines/synthetic.py:
+               0.571 → 0.682 in that probe). Hearing both costs ~0.2 s a step, hence 1400
+               steps. Measured runs of this config: see the README (ASMP).
   avsgs    — the AVSGS recipe: Adam lr 1e-4, batch 25, 50k iterations, steps at 15k and 30k,
              classification weight 0.05.
   dir10 / dir8 — the 10-class (static, 8 octants, background) / 8-class direction variants.
