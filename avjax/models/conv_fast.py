@@ -118,10 +118,10 @@ def core_choice(x_shape, k_shape) -> str:
     window, (ci, co) = k_shape[:nd], k_shape[nd:]
     taps = math.prod(window)
     m_in = x_shape[0] * math.prod(x_shape[1:-1])
-    m_out = x_shape[0] * math.prod(n - w + 1 for n, w in zip(x_shape[1:-1], window))
+    out = [n - w + 1 for n, w in zip(x_shape[1:-1], window)]
+    m_out = x_shape[0] * math.prod(out)
     if taps == 1:
         return "im2col"
-    out = [n - w + 1 for n, w in zip(x_shape[1:-1], window)]
     if tuple(window) == (3, 3) and min(out) >= 6 and max(ci, co) <= 128:
         # The ASMP ResNets' 3×3 blocks (16-128 channels, 6-32 wide): XLA's own conv, fwd+bwd
         # 5.5 vs 15 ms for 48×32×12×16 (im2col), 4.1 vs 8.6 for 16×32×32×16; at 2-4 wide it

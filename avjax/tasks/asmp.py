@@ -205,19 +205,16 @@ class Task:
         weight = jnp.clip(jnp.log1p(out["mix_warped"]), 1e-3, 10.0)[:, None]
         cosep = jnp.mean(weight * jnp.abs(pred - gt))
         cls_loss, cls_acc = _masked_xent(out["cls_logits"], batch["cls"], batch["cls_valid"])
-        if "dir_logits_all" in out:     # every window of the segment (model.dir_all_windows)
-            logits, labels, valid = out["dir_logits_all"], batch["dir_win"], batch["dir_win_valid"]
-            uvd_pred, uvd_target = out.get("dir_uvd_all"), batch.get("dir_win_uvd")
-        else:
-            logits, labels, valid = out["dir_logits"], batch["dir"], batch["dir_valid"]
-            uvd_pred, uvd_target = out.get("dir_uvd"), batch.get("dir_uvd")
+        every = "dir_logits_all" in out     # every window of the segment (model.dir_all_windows)
+        sfx = "_all" if every else ""
+        key = "dir_win" if every else "dir"     # dir_win, dir_win_valid, dir_win_uvd / dir, ...
+        labels, valid, uvd_target = batch[key], batch[key + "_valid"], batch.get(key + "_uvd")
+        logits, uvd_pred = out["dir_logits" + sfx], out.get("dir_uvd" + sfx)
         if "teacher_dir_logits" in out:     # model.dir_teacher_both: the teacher's slots too
-            key = "teacher_dir_logits_all" if "dir_logits_all" in out else "teacher_dir_logits"
-            logits = jnp.concatenate([logits, out[key]], 2)
+            logits = jnp.concatenate([logits, out["teacher_dir_logits" + sfx]], 2)
             labels, valid = (jnp.concatenate([x, x], 2) for x in (labels, valid))
             if uvd_pred is not None:
-                key = "teacher_dir_uvd_all" if "dir_logits_all" in out else "teacher_dir_uvd"
-                uvd_pred = jnp.concatenate([uvd_pred, out[key]], 2)
+                uvd_pred = jnp.concatenate([uvd_pred, out["teacher_dir_uvd" + sfx]], 2)
                 uvd_target = jnp.concatenate([uvd_target, uvd_target], 2)
         dir_loss, dir_acc = _masked_xent(logits, labels, valid)
         dir_loss_total, uvd = dir_loss, None
